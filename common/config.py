@@ -1,0 +1,825 @@
+"""The node configuration: one TOML document, validated into frozen dataclasses.
+
+Pure: :func:`parse_config` takes the already-parsed TOML (a dict), the name to
+show in messages and the directory relative paths resolve against; reading the
+file is :mod:`roles.nodeconf`'s job.  Every problem raises :class:`ConfigError`
+naming the key path (``site[0].key[0].secret``) and the reason; unknown keys are
+errors too, because a misspelt timer silently left at its default is the kind of
+mistake that costs an afternoon.
+
+Sections (all optional except ``[node]``)::
+
+    [node]            name, rlocs, control_port, data_port, state_dir, xtr_id, site_id, log_level
+    [roles]           map_resolver, map_server, etr, itr, discovery, dataplane
+    [timers]          every protocol timer, in seconds (see TIMER_DEFAULTS)
+    [map_resolver]    rate_limit, rate_burst
+    [map_server]      proxy_reply_ttl, sync
+    [[site]]          name, nonce_policy, [[site.key]], [[site.prefix]]
+    [[database_mapping]]  eid, rlocs, ttl, proxy_reply, want_map_notify
+    [etr]             map_servers, decent_key
+    [itr]             map_resolvers
+    [decent]          mode = "none" | "pull" | "push", and that mode's keys
+
+``bus`` and ``watchdog`` always run; :meth:`NodeConfig.instances` lists every
+process instance in start order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, Callable, Union
+
+from common.addr import Eid
+from common.decent_hash import mask_warnings
+from common.eidtext import EidSpecError, format_eid, parse_eidspec
+
+IPAddress = Union[IPv4Address, IPv6Address]
+
+# Start order: the bus first (everything talks through it), discovery before the
+# roles that need index sets, the store before its readers, the watchdog last so it
+# does not count the others' start-up as silence.
+ROLE_ORDER = ("bus", "discovery", "dataplane", "map_server", "map_resolver", "etr", "itr",
+              "watchdog")
+ALWAYS_ON = ("bus", "watchdog")
+
+# Key algorithm names -> RFC 9301 Algorithm ID (the low byte of the Key ID field).
+ALGORITHMS = {"none": 0, "hmac-sha-1-96": 1, "hmac-sha-256-128": 2}
+NONCE_POLICIES = ("strict", "warn", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DECENT_MODES = ("none", "pull", "push")
+HASH_MODES = ("draft", "lispers", "prefix")
+SYNC_MODES = ("normal", "full")
+
+TIMER_DEFAULTS: dict[str, float] = {
+    "register_interval": 60.0,         # ETR Map-Register period
+    "register_interval_fast": 20.0,    # ... during the first fast_period seconds
+    "fast_period": 300.0,
+    "registration_lifetime": 180.0,    # Map-Server keeps a registration this long (T=0)
+    "map_notify_retry_initial": 1.0,   # ETR re-sends a Map-Register awaiting its Map-Notify
+    "map_notify_retry_max": 60.0,
+    "map_request_retry": 1.0,          # ITR: first retransmission; 1/s per prefix
+    "map_request_backoff": 30.0,       # ITR: retransmission interval cap
+    "negative_ttl_non_eid": 900.0,     # negative reply for space no site owns
+    "negative_ttl_unregistered": 60.0, # negative reply for a configured, unregistered prefix
+    "heartbeat_interval": 1.0,         # every role publishes a bus heartbeat this often
+    "watchdog_timeout": 10.0,          # silence after which the watchdog restarts a role
+    "snapshot_timeout": 5.0,           # a reader re-asks for a snapshot after this long
+    "unsolicited_notify_retry": 3.0,   # Map-Server re-sends an unacknowledged Map-Notify
+}
+INT_TIMERS = {"map_request_max_retries": 10}
+# restart_grace defaults to registration_lifetime (DESIGN.md section 5)
+
+
+class ConfigError(ValueError):
+    """An invalid node configuration: ``<source>: <key.path>: <reason>``."""
+
+    def __init__(self, key_path: str, reason: str, source: str = "<config>") -> None:
+        self.key_path = key_path
+        self.reason = reason
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.key_path:
+            return f"{self.source}: {self.key_path}: {self.reason}"
+        return f"{self.source}: {self.reason}"
+
+
+# ---------------------------------------------------------------------------
+# the model
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address and UDP port (a Map-Resolver, a name server)."""
+
+    address: IPAddress
+    port: int
+
+
+@dataclass(frozen=True)
+class Key:
+    """An authentication key: ``key_id`` (0-255), algorithm name and ID, secret."""
+
+    key_id: int
+    alg: str
+    alg_id: int
+    secret: str | None = field(repr=False)  # None only with alg "none"; kept out of logs
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return (self.secret or "").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    name: str
+    rlocs: tuple[IPAddress, ...]
+    control_port: int
+    data_port: int
+    state_dir: str           # absolute
+    xtr_id: bytes            # 16 bytes
+    site_id: bytes           # 8 bytes
+    log_level: str           # lowercase, one of LOG_LEVELS
+
+
+@dataclass(frozen=True)
+class Roles:
+    map_resolver: int        # workers; 0 = not run
+    map_server: int          # shards; 0 = not run
+    etr: bool
+    itr: bool
+    discovery: bool
+    dataplane: bool
+
+
+@dataclass(frozen=True)
+class Timers:
+    register_interval: float
+    register_interval_fast: float
+    fast_period: float
+    registration_lifetime: float
+    map_notify_retry_initial: float
+    map_notify_retry_max: float
+    map_request_retry: float
+    map_request_backoff: float
+    map_request_max_retries: int
+    negative_ttl_non_eid: float
+    negative_ttl_unregistered: float
+    heartbeat_interval: float
+    watchdog_timeout: float
+    restart_grace: float
+    snapshot_timeout: float
+    unsolicited_notify_retry: float
+
+
+@dataclass(frozen=True)
+class MapResolverSection:
+    rate_limit: float        # Map-Requests per second per source address
+    rate_burst: float
+
+
+@dataclass(frozen=True)
+class MapServerSection:
+    proxy_reply_ttl: int     # minutes
+    sync: str                # SQLite synchronous: "normal" | "full"
+
+
+@dataclass(frozen=True)
+class SitePrefix:
+    eid: Eid
+    accept_more_specifics: bool
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    nonce_policy: str        # "strict" | "warn" | "off"
+    keys: tuple[Key, ...]
+    prefixes: tuple[SitePrefix, ...]
+
+    def key(self, key_id: int) -> Key | None:
+        for k in self.keys:
+            if k.key_id == key_id:
+                return k
+        return None
+
+
+@dataclass(frozen=True)
+class Locator:
+    address: IPAddress
+    priority: int
+    weight: int
+    mpriority: int
+    mweight: int
+
+
+@dataclass(frozen=True)
+class DatabaseMapping:
+    eid: Eid
+    rlocs: tuple[Locator, ...]
+    ttl: int                 # minutes
+    proxy_reply: bool
+    want_map_notify: bool
+
+
+@dataclass(frozen=True)
+class MapServerRef:
+    """A Map-Server the ETR registers with."""
+
+    address: IPAddress
+    port: int
+    key: Key
+
+
+@dataclass(frozen=True)
+class EtrSection:
+    map_servers: tuple[MapServerRef, ...]
+    decent_key: Key | None   # key for Map-Servers the decent mode finds (pull/push)
+
+
+@dataclass(frozen=True)
+class ItrSection:
+    map_resolvers: tuple[Endpoint, ...]  # default: this node's first RLOC, control_port
+
+
+@dataclass(frozen=True)
+class PullSection:
+    modulus: int
+    suffix: str              # no trailing dot
+    hash_mode: str           # "draft" | "lispers" | "prefix"
+    hash_mask: int | None    # bytes (draft) or bits (prefix); None = no mask
+    name_servers: tuple[Endpoint, ...]  # empty: the system resolver
+    resolve_min: float
+    resolve_max: float
+    query_timeout: float
+
+
+@dataclass(frozen=True)
+class PushSection:
+    group: IPAddress         # mapping-system group G
+    iid: int
+    seed_rlocs: tuple[IPAddress, ...]
+    seed_group: IPAddress | None  # core seed-group holding the layers' membership
+    core_seed: bool          # this node is a member of the core seed-group
+    snapshot_on_join: bool
+    membership_interval: float
+
+
+@dataclass(frozen=True)
+class DecentSection:
+    mode: str                # "none" | "pull" | "push"
+    pull: PullSection | None
+    push: PushSection | None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: str
+    node: NodeSection
+    roles: Roles
+    timers: Timers
+    map_resolver: MapResolverSection
+    map_server: MapServerSection
+    sites: tuple[Site, ...]
+    database_mappings: tuple[DatabaseMapping, ...]
+    etr: EtrSection
+    itr: ItrSection
+    decent: DecentSection
+    warnings: tuple[str, ...] = ()  # not errors: e.g. prefixes inconsistent with the hash mask
+
+    def count(self, role: str) -> int:
+        """How many instances of ``role`` this node runs (0 if none)."""
+        if role in ALWAYS_ON:
+            return 1
+        if role not in ROLE_ORDER:
+            raise KeyError(role)
+        return int(getattr(self.roles, role))
+
+    def instances(self) -> list[tuple[str, int]]:
+        """Every process instance ``(role, n)``, in start order (bus first)."""
+        return [(role, n) for role in ROLE_ORDER for n in range(self.count(role))]
+
+    def site(self, name: str) -> Site | None:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        return None
+
+    def state_path(self, *parts: str) -> str:
+        """A path inside this node's state directory."""
+        return posixpath.join(self.node.state_dir, *parts)
+
+
+# ---------------------------------------------------------------------------
+# reading helpers
+
+_REQUIRED = object()
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return f"a {type(v).__name__}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Table:
+    """One TOML table being read: typed getters, and unknown keys refused up front."""
+
+    def __init__(self, data: Any, path: str, keys: tuple[str, ...],
+                 hints: dict[str, str] | None = None) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"expected a table, got {_type_name(data)}")
+        for k in data:
+            if k not in keys:
+                if hints and k in hints:
+                    reason = hints[k]
+                else:
+                    close = difflib.get_close_matches(k, keys, n=1)
+                    reason = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+                raise ConfigError(_join(path, k), reason)
+        self.data = data
+        self.path = path
+
+    def at(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, conv: Callable[[Any, str], Any], default: Any = _REQUIRED) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise ConfigError(self.at(key), "missing")
+            return default
+        return conv(self.data[key], self.at(key))
+
+    def tables(self, key: str) -> list[tuple[Any, str]]:
+        """An array of tables as (table data, path) pairs; absent = empty."""
+        v = self.data.get(key, [])
+        if not isinstance(v, list):
+            raise ConfigError(self.at(key), f"expected an array of tables ([[{self.at(key)}]]), "
+                                            f"got {_type_name(v)}")
+        return [(item, f"{self.at(key)}[{i}]") for i, item in enumerate(v)]
+
+
+def _str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(path, f"expected a string, got {_type_name(v)}")
+    return v
+
+
+def _bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(path, f"expected true or false, got {_type_name(v)}")
+    return v
+
+
+def _int(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def conv(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(path, f"expected an integer, got {_type_name(v)}")
+        if not lo <= v <= hi:
+            raise ConfigError(path, f"{v} out of range {lo}..{hi}")
+        return v
+    return conv
+
+
+def _seconds(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(path, f"expected a number of seconds, got {_type_name(v)}")
+    if not v > 0 or v != v or v == float("inf"):
+        raise ConfigError(path, f"must be a positive number of seconds, not {v}")
+    return float(v)
+
+
+def _positive(v: Any, path: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(path, f"expected a number, got {_type_name(v)}")
+    if not v > 0 or v == float("inf"):
+        raise ConfigError(path, f"must be a positive number, not {v}")
+    return float(v)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def conv(v: Any, path: str) -> str:
+        s = _str(v, path)
+        if s not in options:
+            raise ConfigError(path, f"{s!r} is not one of " + ", ".join(repr(o) for o in options))
+        return s
+    return conv
+
+
+def _address(v: Any, path: str) -> IPAddress:
+    s = _str(v, path)
+    try:
+        return ip_address(s)
+    except ValueError:
+        raise ConfigError(path, f"not an IPv4 or IPv6 address: {s!r}") from None
+
+
+def _unicast(v: Any, path: str) -> IPAddress:
+    a = _address(v, path)
+    if a.is_multicast or a.is_unspecified:
+        raise ConfigError(path, f"{v} is not a unicast address")
+    return a
+
+
+def _multicast(v: Any, path: str) -> IPAddress:
+    a = _address(v, path)
+    if not a.is_multicast:
+        raise ConfigError(path, f"{v} is not a multicast group address")
+    return a
+
+
+def _list(item: Callable[[Any, str], Any], unique: bool = False) -> Callable[[Any, str], tuple]:
+    def conv(v: Any, path: str) -> tuple:
+        if not isinstance(v, list):
+            raise ConfigError(path, f"expected an array, got {_type_name(v)}")
+        out = []
+        for i, x in enumerate(v):
+            parsed = item(x, f"{path}[{i}]")
+            if unique and parsed in out:
+                raise ConfigError(f"{path}[{i}]", f"{x} is listed twice")
+            out.append(parsed)
+        return tuple(out)
+    return conv
+
+
+def _endpoint(default_port: int) -> Callable[[Any, str], Endpoint]:
+    """``addr``, ``addr:port``, ``[v6]:port`` or a bare IPv6 address."""
+    def conv(v: Any, path: str) -> Endpoint:
+        s = _str(v, path).strip()
+        host, port = s, default_port
+        m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", s)
+        if m:
+            host, port = m.group(1), int(m.group(2)) if m.group(2) else default_port
+        elif s.count(":") == 1:
+            host, _, p = s.partition(":")
+            if not p.isdigit():
+                raise ConfigError(path, f"bad port in {s!r}")
+            port = int(p)
+        if not 1 <= port <= 65535:
+            raise ConfigError(path, f"port {port} out of range 1..65535")
+        return Endpoint(_unicast(host, path), port)
+    return conv
+
+
+def _hex(ndigits: int) -> Callable[[Any, str], bytes]:
+    def conv(v: Any, path: str) -> bytes:
+        s = _str(v, path)
+        if not re.fullmatch(f"[0-9a-fA-F]{{{ndigits}}}", s):
+            raise ConfigError(path, f"expected {ndigits} hex digits, got {s!r}")
+        return bytes.fromhex(s)
+    return conv
+
+
+def _eid(v: Any, path: str) -> Eid:
+    s = _str(v, path)
+    try:
+        return parse_eidspec(s)
+    except EidSpecError as exc:
+        raise ConfigError(path, str(exc)) from None
+
+
+def _key(data: Any, path: str, id_key: str) -> Key:
+    """A key table; ``id_key`` is ``id`` in a site, ``key_id`` for a Map-Server."""
+    t = _Table(data, path, (id_key, "alg", "secret"))
+    key_id = t.get(id_key, _int(0, 255), 0)
+    alg = t.get("alg", _choice(tuple(ALGORITHMS)), "hmac-sha-256-128")
+    if alg == "none":
+        if t.has("secret"):
+            raise ConfigError(t.at("secret"), 'not used with alg "none"')
+        return Key(key_id, alg, ALGORITHMS[alg], None)
+    secret = t.get("secret", _str)
+    if not secret:
+        raise ConfigError(t.at("secret"), "empty")
+    return Key(key_id, alg, ALGORITHMS[alg], secret)
+
+
+# ---------------------------------------------------------------------------
+# sections
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+
+
+def _node(data: Any, base_dir: str) -> NodeSection:
+    t = _Table(data, "node", ("name", "rlocs", "control_port", "data_port", "state_dir",
+                              "xtr_id", "site_id", "log_level"))
+    name = t.get("name", _str)
+    if not _NAME.match(name):
+        raise ConfigError("node.name", f"{name!r}: use letters, digits, '_', '.', '-' "
+                                       f"(it names the supervisord group and the logs)")
+    rlocs = t.get("rlocs", _list(_unicast, unique=True))
+    if not rlocs:
+        raise ConfigError("node.rlocs", "at least one RLOC is required")
+    control_port = t.get("control_port", _int(1, 65535), 4342)
+    data_port = t.get("data_port", _int(1, 65535), 4341)
+    if data_port == control_port:
+        raise ConfigError("node.data_port", f"same as node.control_port ({control_port})")
+    state_dir = t.get("state_dir", _str)
+    if not state_dir:
+        raise ConfigError("node.state_dir", "empty")
+    state_dir = posixpath.normpath(posixpath.join(base_dir, state_dir))
+    default_xtr = hashlib.sha256(f"lisp-decent xtr-id {name}".encode()).digest()[:16]
+    xtr_id = t.get("xtr_id", _hex(32), default_xtr)
+    site_id = t.get("site_id", _hex(16), bytes(8))
+    log_level = t.get("log_level", lambda v, p: _choice(LOG_LEVELS)(_str(v, p).lower(), p),
+                      "info")
+    return NodeSection(name, rlocs, control_port, data_port, state_dir, xtr_id, site_id,
+                       log_level)
+
+
+def _role(t: _Table, key: str, count_key: str | None, default: int) -> int:
+    """A role switch: ``true``/``false``, or a table ``{enabled, <count_key>}``."""
+    if not t.has(key):
+        return default
+    v = t.data[key]
+    path = t.at(key)
+    if isinstance(v, bool):
+        return int(v)
+    if not isinstance(v, dict):
+        raise ConfigError(path, f"expected true, false or a table, got {_type_name(v)}")
+    sub = _Table(v, path, ("enabled",) + ((count_key,) if count_key else ()))
+    if not sub.get("enabled", _bool, True):
+        return 0
+    return sub.get(count_key, _int(1, 256), 1) if count_key else 1
+
+
+def _roles(data: Any, mode: str, has_mappings: bool) -> Roles:
+    hints = {r: f"{r} always runs; remove this key" for r in ALWAYS_ON}
+    t = _Table(data, "roles", ("map_resolver", "map_server", "etr", "itr", "discovery",
+                               "dataplane"), hints)
+    roles = Roles(
+        map_resolver=_role(t, "map_resolver", "workers", 1),
+        map_server=_role(t, "map_server", "shards", 1),
+        etr=bool(_role(t, "etr", None, int(has_mappings))),
+        itr=bool(_role(t, "itr", None, 0)),
+        discovery=bool(_role(t, "discovery", None, int(mode == "pull"))),
+        dataplane=bool(_role(t, "dataplane", None, int(mode == "push"))),
+    )
+    if mode == "pull" and not roles.discovery:
+        raise ConfigError("roles.discovery", 'required when decent.mode is "pull"')
+    if mode == "push" and not roles.dataplane:
+        raise ConfigError("roles.dataplane", 'required when decent.mode is "push"')
+    return roles
+
+
+def _timers(data: Any) -> Timers:
+    names = tuple(TIMER_DEFAULTS) + tuple(INT_TIMERS) + ("restart_grace",)
+    t = _Table(data, "timers", names)
+    v: dict[str, Any] = {k: t.get(k, _seconds, d) for k, d in TIMER_DEFAULTS.items()}
+    v["map_request_max_retries"] = t.get("map_request_max_retries", _int(0, 1000),
+                                         INT_TIMERS["map_request_max_retries"])
+    v["restart_grace"] = t.get("restart_grace", _seconds, v["registration_lifetime"])
+
+    def order(short: str, long: str) -> None:
+        if v[short] > v[long]:
+            raise ConfigError(f"timers.{short}", f"{v[short]:g} is longer than "
+                                                 f"timers.{long} ({v[long]:g})")
+    for short, long in (("register_interval_fast", "register_interval"),
+                        ("map_notify_retry_initial", "map_notify_retry_max"),
+                        ("map_request_retry", "map_request_backoff")):
+        order(short, long)
+    for short, long in (("register_interval", "registration_lifetime"),
+                        ("heartbeat_interval", "watchdog_timeout")):
+        if v[short] >= v[long]:
+            raise ConfigError(f"timers.{short}", f"must be shorter than timers.{long} "
+                                                 f"({v[long]:g}), not {v[short]:g}")
+    return Timers(**v)
+
+
+def _sites(top: _Table) -> tuple[Site, ...]:
+    sites: list[Site] = []
+    names: dict[str, str] = {}
+    owners: dict[Eid, tuple[str, str]] = {}  # EID -> (site name, key path)
+    for data, path in top.tables("site"):
+        t = _Table(data, path, ("name", "nonce_policy", "key", "prefix"))
+        name = t.get("name", _str)
+        if not name:
+            raise ConfigError(t.at("name"), "empty")
+        if name in names:
+            raise ConfigError(t.at("name"), f"duplicate site {name!r} (also {names[name]})")
+        names[name] = path
+        policy = t.get("nonce_policy", _choice(NONCE_POLICIES), "strict")
+        keys: list[Key] = []
+        for kdata, kpath in t.tables("key"):
+            k = _key(kdata, kpath, "id")
+            if any(o.key_id == k.key_id for o in keys):
+                raise ConfigError(f"{kpath}.id", f"key id {k.key_id} is defined twice")
+            keys.append(k)
+        if not keys:
+            raise ConfigError(t.at("key"), "missing: a site needs at least one [[site.key]]")
+        prefixes: list[SitePrefix] = []
+        for pdata, ppath in t.tables("prefix"):
+            p = _Table(pdata, ppath, ("eid", "accept_more_specifics"))
+            eid = p.get("eid", _eid)
+            if eid in owners:
+                other, opath = owners[eid]
+                raise ConfigError(p.at("eid"), f"{format_eid(eid)} is already allowed for "
+                                               f"site {other!r} ({opath})")
+            owners[eid] = (name, p.at("eid"))
+            prefixes.append(SitePrefix(eid, p.get("accept_more_specifics", _bool, False)))
+        if not prefixes:
+            raise ConfigError(t.at("prefix"), "missing: a site needs at least one [[site.prefix]]")
+        sites.append(Site(name, policy, tuple(keys), tuple(prefixes)))
+    return tuple(sites)
+
+
+def _mappings(top: _Table, node: NodeSection) -> tuple[DatabaseMapping, ...]:
+    out: list[DatabaseMapping] = []
+    seen: dict[Eid, str] = {}
+    for data, path in top.tables("database_mapping"):
+        t = _Table(data, path, ("eid", "rlocs", "ttl", "proxy_reply", "want_map_notify"))
+        eid = t.get("eid", _eid)
+        if eid in seen:
+            raise ConfigError(t.at("eid"), f"{format_eid(eid)} is mapped twice (also {seen[eid]})")
+        seen[eid] = t.at("eid")
+        locs: list[Locator] = []
+        if t.has("rlocs"):
+            rl = t.data["rlocs"]
+            if not isinstance(rl, list) or not rl:
+                raise ConfigError(t.at("rlocs"), "expected a non-empty array of "
+                                                 "{address, priority, weight, ...} tables")
+            for i, ldata in enumerate(rl):
+                lp = f"{t.at('rlocs')}[{i}]"
+                lt = _Table(ldata, lp, ("address", "priority", "weight", "mpriority", "mweight"))
+                loc = Locator(lt.get("address", _unicast), lt.get("priority", _int(0, 255), 1),
+                              lt.get("weight", _int(0, 255), 100),
+                              lt.get("mpriority", _int(0, 255), 255),
+                              lt.get("mweight", _int(0, 255), 0))
+                if any(o.address == loc.address for o in locs):
+                    raise ConfigError(f"{lp}.address", f"{loc.address} is listed twice")
+                locs.append(loc)
+        else:
+            locs.append(Locator(node.rlocs[0], 1, 100, 255, 0))
+        out.append(DatabaseMapping(eid, tuple(locs), t.get("ttl", _int(0, 0xFFFFFFFF), 1440),
+                                   t.get("proxy_reply", _bool, False),
+                                   t.get("want_map_notify", _bool, True)))
+    return tuple(out)
+
+
+def _etr(data: Any, roles: Roles, mode: str) -> EtrSection:
+    t = _Table(data, "etr", ("map_servers", "decent_key"))
+    servers: list[MapServerRef] = []
+    for sdata, spath in t.tables("map_servers"):
+        s = _Table(sdata, spath, ("address", "port", "key_id", "alg", "secret"))
+        address = s.get("address", _unicast)
+        port = s.get("port", _int(1, 65535), 4342)
+        key = _key({k: v for k, v in sdata.items() if k in ("key_id", "alg", "secret")},
+                   spath, "key_id")
+        if any((o.address, o.port) == (address, port) for o in servers):
+            raise ConfigError(s.at("address"), f"{address} port {port} is listed twice")
+        servers.append(MapServerRef(address, port, key))
+    decent_key = t.get("decent_key", lambda v, p: _key(v, p, "key_id"), None)
+    if roles.etr and mode == "none" and not servers:
+        raise ConfigError("etr.map_servers", 'missing: roles.etr is enabled and decent.mode '
+                                             'is "none", so the ETR needs Map-Servers')
+    if roles.etr and mode != "none" and decent_key is None:
+        raise ConfigError("etr.decent_key", f'missing: decent.mode is "{mode}", so the ETR needs '
+                                            f'the key for the Map-Servers it finds')
+    return EtrSection(tuple(servers), decent_key)
+
+
+def _itr(data: Any, node: NodeSection) -> ItrSection:
+    t = _Table(data, "itr", ("map_resolvers",))
+    mrs = t.get("map_resolvers", _list(_endpoint(4342), unique=True), ())
+    if not mrs:
+        mrs = (Endpoint(node.rlocs[0], node.control_port),)
+    return ItrSection(mrs)
+
+
+_PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
+              "resolve_max", "query_timeout")
+_PUSH_KEYS = ("group", "iid", "seed_rlocs", "seed_group", "core_seed", "snapshot_on_join",
+              "membership_interval")
+_DNS_NAME = re.compile(r"(?=.{1,253}\.?\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                       r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?\Z")
+
+
+def _decent(data: Any) -> DecentSection:
+    t = _Table(data, "decent", ("mode",) + _PULL_KEYS + _PUSH_KEYS)
+    mode = t.get("mode", _choice(DECENT_MODES), "none")
+    unused = {"none": _PULL_KEYS + _PUSH_KEYS, "pull": _PUSH_KEYS, "push": _PULL_KEYS}[mode]
+    for k in unused:
+        if t.has(k):
+            raise ConfigError(t.at(k), f'not used with decent.mode = "{mode}"')
+    if mode == "pull":
+        return DecentSection(mode, _pull(t), None)
+    if mode == "push":
+        return DecentSection(mode, None, _push(t))
+    return DecentSection(mode, None, None)
+
+
+def _pull(t: _Table) -> PullSection:
+    modulus = t.get("modulus", _int(1, 1 << 24))
+    suffix = t.get("suffix", _str)
+    if not _DNS_NAME.match(suffix) or suffix == ".":
+        raise ConfigError(t.at("suffix"), f"not a DNS name: {suffix!r}")
+    hash_mode = t.get("hash_mode", _choice(HASH_MODES))
+    if hash_mode == "lispers":
+        if t.has("hash_mask") and t.data["hash_mask"] != "none":
+            raise ConfigError(t.at("hash_mask"), 'not allowed with hash_mode "lispers" '
+                                                 '(lispers.net hashes the whole string)')
+        mask = None
+    else:
+        if not t.has("hash_mask"):
+            unit = "bytes of the EID string" if hash_mode == "draft" else "prefix bits"
+            raise ConfigError(t.at("hash_mask"), f'missing: hash_mode "{hash_mode}" needs an '
+                                                 f'explicit mask ({unit}) or "none"')
+        raw = t.data["hash_mask"]
+        if raw == "none":
+            mask = None
+        elif hash_mode == "draft":
+            mask = _mask_int(raw, t.at("hash_mask"), 1, 255)
+        else:
+            mask = _mask_int(raw, t.at("hash_mask"), 1, 128)
+    ns = t.get("name_servers", _list(_endpoint(53), unique=True), ())
+    rmin = t.get("resolve_min", _seconds, 10.0)
+    rmax = t.get("resolve_max", _seconds, 300.0)
+    if rmin > rmax:
+        raise ConfigError(t.at("resolve_min"), f"{rmin:g} is longer than decent.resolve_max "
+                                               f"({rmax:g})")
+    return PullSection(modulus, suffix.rstrip("."), hash_mode, mask, ns, rmin, rmax,
+                       t.get("query_timeout", _seconds, 2.0))
+
+
+def _mask_int(v: Any, path: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(path, f'expected an integer or "none", got {_type_name(v)}')
+    return _int(lo, hi)(v, path)
+
+
+def _push(t: _Table) -> PushSection:
+    return PushSection(
+        group=t.get("group", _multicast),
+        iid=t.get("iid", _int(0, 0xFFFFFE), 0),  # 0xFFFFFF marks replicated Map-Registers
+        seed_rlocs=t.get("seed_rlocs", _list(_unicast, unique=True), ()),
+        seed_group=t.get("seed_group", _multicast, None),
+        core_seed=t.get("core_seed", _bool, False),
+        snapshot_on_join=t.get("snapshot_on_join", _bool, True),
+        membership_interval=t.get("membership_interval", _seconds, 60.0),
+    )
+
+
+def _pull_warnings(decent: DecentSection, sites: tuple[Site, ...],
+                   maps: tuple[DatabaseMapping, ...]) -> tuple[str, ...]:
+    if decent.pull is None:
+        return ()
+    pull = decent.pull
+    out: list[str] = []
+    items = [(f"site[{i}].prefix[{j}].eid", p.eid) for i, s in enumerate(sites)
+             for j, p in enumerate(s.prefixes)]
+    items += [(f"database_mapping[{i}].eid", m.eid) for i, m in enumerate(maps)]
+    for path, eid in items:
+        out.extend(f"{path}: {w}" for w in mask_warnings(eid, pull.hash_mode, pull.hash_mask))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
+    """Validate parsed TOML into a :class:`NodeConfig`.
+
+    ``source`` names the file in messages; ``base_dir`` (absolute) is what relative
+    paths such as ``node.state_dir`` resolve against.  Raises :class:`ConfigError`.
+    """
+    if not posixpath.isabs(base_dir):
+        raise ValueError(f"base_dir must be absolute, not {base_dir!r}")
+    try:
+        top = _Table(data, "", ("node", "roles", "timers", "map_resolver", "map_server", "site",
+                                "database_mapping", "etr", "itr", "decent"),
+                     {"sites": "unknown key (sites are [[site]] tables)",
+                      "database_mappings": "unknown key (use [[database_mapping]] tables)"})
+        if not top.has("node"):
+            raise ConfigError("node", "missing")
+        node = _node(top.data["node"], base_dir)
+        decent = _decent(top.data.get("decent", {}))
+        sites = _sites(top)
+        maps = _mappings(top, node)
+        roles = _roles(top.data.get("roles", {}), decent.mode, bool(maps))
+        timers = _timers(top.data.get("timers", {}))
+        mr = _Table(top.data.get("map_resolver", {}), "map_resolver", ("rate_limit", "rate_burst"))
+        mr_sec = MapResolverSection(mr.get("rate_limit", _positive, 1000.0),
+                                    mr.get("rate_burst", _positive, 2000.0))
+        if mr_sec.rate_burst < mr_sec.rate_limit:
+            raise ConfigError("map_resolver.rate_burst", f"{mr_sec.rate_burst:g} is smaller than "
+                                                         f"map_resolver.rate_limit "
+                                                         f"({mr_sec.rate_limit:g})")
+        ms = _Table(top.data.get("map_server", {}), "map_server", ("proxy_reply_ttl", "sync"))
+        ms_sec = MapServerSection(ms.get("proxy_reply_ttl", _int(0, 0xFFFFFFFF), 1440),
+                                  ms.get("sync", _choice(SYNC_MODES), "normal"))
+        etr = _etr(top.data.get("etr", {}), roles, decent.mode)
+        itr = _itr(top.data.get("itr", {}), node)
+    except ConfigError as exc:
+        raise ConfigError(exc.key_path, exc.reason, source) from None
+    return NodeConfig(source, node, roles, timers, mr_sec, ms_sec, sites, maps, etr, itr, decent,
+                      _pull_warnings(decent, sites, maps))
+
+
+__all__ = [
+    "ALGORITHMS", "ALWAYS_ON", "ConfigError", "DatabaseMapping", "DecentSection", "Endpoint",
+    "EtrSection", "ItrSection", "Key", "Locator", "MapResolverSection", "MapServerRef",
+    "MapServerSection", "NodeConfig", "NodeSection", "PullSection", "PushSection", "ROLE_ORDER",
+    "Roles", "Site", "SitePrefix", "TIMER_DEFAULTS", "Timers", "parse_config",
+]

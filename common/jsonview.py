@@ -1,0 +1,138 @@
+"""Messages as JSON-ready dicts and as operator text (what `decent decode` prints).
+
+Records are written ``[<iid>]<address>/<len>`` (or the (S,G) form); every RLOC is an
+object with at least ``address``, ``priority`` and ``weight``.
+"""
+
+from __future__ import annotations
+
+from common.addr import Eid, eid_from_wire
+from common.eidtext import format_address, format_eid
+from common.ecm import Ecm
+from common.messages import (InfoMessage, MapReferral, MapReply, MapRequest, message_type_name)
+from common.records import ACTION_NAMES, EidRecord, Locator
+from common.register import MapNotify, MapNotifyAck, MapRegister
+
+REFERRAL_ACTIONS = {0: "node-referral", 1: "ms-referral", 2: "ms-ack", 3: "ms-not-registered",
+                    4: "delegation-hole", 5: "not-authoritative"}
+
+
+def eid_text(addr: object, mask_len: int) -> str:
+    try:
+        return format_eid(eid_from_wire(addr, mask_len))
+    except Exception:  # an exotic address (AFI list, opaque LCAF) has no prefix form
+        return f"{format_address(addr)}/{mask_len}"
+
+
+def locator_json(loc: Locator) -> dict:
+    return {"address": format_address(loc.address), "priority": loc.priority, "weight": loc.weight,
+            "mpriority": loc.mpriority, "mweight": loc.mweight, "local": loc.local,
+            "probed": loc.probed, "reachable": loc.reachable}
+
+
+def record_json(rec: EidRecord, referral: bool = False) -> dict:
+    d = {"eid": eid_text(rec.eid, rec.mask_len), "ttl": rec.ttl,
+         "action": (REFERRAL_ACTIONS if referral else ACTION_NAMES).get(rec.action, str(rec.action)),
+         "authoritative": rec.authoritative, "map_version": rec.map_version,
+         "rlocs": [locator_json(loc) for loc in rec.locators]}
+    if referral:
+        d["incomplete"] = bool(rec.reserved & 0x800)
+        d["signatures"] = len(rec.signatures)
+    return d
+
+
+def _register_like(m, d: dict) -> None:
+    d["key_id"] = m.key_id
+    d["alg_id"] = m.alg_id
+    d["auth_len"] = len(m.auth_data)
+    d["auth_data"] = m.auth_data.hex()
+    d["records"] = [record_json(r) for r in m.records]
+    if m.xtr_id is not None:
+        d["xtr_id"] = m.xtr_id.hex()
+        d["site_id"] = m.site_id.hex() if m.site_id is not None else None
+
+
+def message_json(m) -> dict:
+    """A JSON-ready dict with at least ``type`` and ``nonce`` (ECMs: ``inner``)."""
+    if isinstance(m, Ecm):
+        return {"type": "ecm", "nonce": getattr(m.inner, "nonce", 0),
+                "flags": {"ddt": m.ddt, "to_etr": m.to_etr, "to_ms": m.to_ms},
+                "inner_ip": {"src": format_address(m.ip.src), "dst": format_address(m.ip.dst),
+                             "sport": m.ip.sport, "dport": m.ip.dport, "ttl": m.ip.ttl},
+                "records": [], "inner": message_json(m.inner)}
+    d: dict = {"type": message_type_name(m), "nonce": m.nonce}
+    if isinstance(m, MapRequest):
+        d["flags"] = {k: getattr(m, k) for k in ("authoritative", "probe", "smr", "pitr", "smr_invoked",
+                                                  "local_xtr", "dont_map_reply")}
+        d["source_eid"] = format_address(m.source_eid)
+        d["itr_rlocs"] = [format_address(a) for a in m.itr_rlocs]
+        d["records"] = [{"eid": eid_text(r.eid, r.mask_len)} for r in m.records]
+        if m.map_reply is not None:
+            d["map_reply"] = record_json(m.map_reply)
+        if m.xtr_id is not None:
+            d["xtr_id"] = m.xtr_id.hex()
+    elif isinstance(m, MapReply):
+        d["flags"] = {"probe": m.probe, "echo_nonce": m.echo_nonce, "security": m.security}
+        d["records"] = [record_json(r) for r in m.records]
+    elif isinstance(m, MapRegister):
+        d["flags"] = {k: getattr(m, k) for k in ("proxy_reply", "security_capable", "eid_notify",
+                                                  "ttl_is_lifetime", "merge", "want_map_notify")}
+        _register_like(m, d)
+    elif isinstance(m, (MapNotify, MapNotifyAck)):
+        _register_like(m, d)
+    elif isinstance(m, MapReferral):
+        d["records"] = [record_json(r, referral=True) for r in m.records]
+    elif isinstance(m, InfoMessage):
+        d["reply"] = m.reply
+        d["key_id"], d["alg_id"], d["auth_len"] = m.key_id, m.alg_id, len(m.auth_data)
+        d["ttl"] = m.ttl
+        d["records"] = [{"eid": eid_text(m.eid, m.mask_len), "ttl": m.ttl, "rlocs": []}]
+        d["payload"] = format_address(m.payload)
+    return d
+
+
+def message_text(m, indent: str = "") -> str:
+    """Human-readable, lig-like text of a message."""
+    d = message_json(m)
+    lines = [f"{indent}{d['type']} nonce 0x{d['nonce']:016x}"]
+    if isinstance(m, Ecm):
+        ip = d["inner_ip"]
+        flags = ",".join(k for k, v in d["flags"].items() if v) or "none"
+        lines.append(f"{indent}  flags {flags}; inner {ip['src']}:{ip['sport']} -> {ip['dst']}:{ip['dport']}")
+        lines.append(message_text(m.inner, indent + "  "))
+        return "\n".join(lines)
+    flags = [k for k, v in d.get("flags", {}).items() if v]
+    if flags:
+        lines.append(f"{indent}  flags: {', '.join(flags)}")
+    if "key_id" in d:
+        lines.append(f"{indent}  key-id {d['key_id']} alg-id {d['alg_id']} auth-len {d['auth_len']}")
+    if "xtr_id" in d:
+        lines.append(f"{indent}  xtr-id {d['xtr_id']} site-id {d.get('site_id')}")
+    if isinstance(m, MapRequest):
+        lines.append(f"{indent}  source-eid {d['source_eid']}, itr-rlocs {', '.join(d['itr_rlocs'])}")
+        for r in d["records"]:
+            lines.append(f"{indent}  request {r['eid']}")
+        if "map_reply" in d:
+            lines.extend(_record_lines(d["map_reply"], indent + "  "))
+        return "\n".join(lines)
+    for r in d.get("records", []):
+        lines.extend(_record_lines(r, indent + "  "))
+    return "\n".join(lines)
+
+
+def _record_lines(r: dict, indent: str) -> list[str]:
+    head = f"{indent}{r['eid']}, record-ttl {r['ttl']}"
+    if "authoritative" in r:
+        head += ", auth" if r["authoritative"] else ", not-auth"
+    if not r.get("rlocs"):
+        head += f", negative, action {r.get('action', 'no-action')}"
+    out = [head]
+    for loc in r.get("rlocs", []):
+        fl = "".join(c for c, on in (("L", loc.get("local")), ("p", loc.get("probed")),
+                                     ("R", loc.get("reachable"))) if on)
+        out.append(f"{indent}  {loc['address']:<40} priority/weight {loc['priority']}/{loc['weight']}"
+                   f" mpri/mwt {loc.get('mpriority')}/{loc.get('mweight')} flags {fl or '-'}")
+    return out
+
+
+__all__ = ["message_json", "message_text", "record_json", "locator_json", "eid_text", "Eid"]
