@@ -96,8 +96,6 @@ def decent_index(eid: Eid, modulus: int, mode: str = "draft", mask: int | None =
     big-endian, mod modulus.  ``ValueError`` if modulus < 1 or the mode/mask is
     invalid.
     """
-    if not isinstance(modulus, int) or isinstance(modulus, bool) or modulus < 1:
-        raise ValueError(f"modulus must be an integer of at least 1, not {modulus!r}")
     return index_of_string(hash_string(eid, mode, mask), modulus, mode)
 
 
