@@ -1,0 +1,227 @@
+"""What a Map-Resolver worker does with each datagram that reaches UDP 4342.
+
+Sans-IO: :meth:`Resolver.handle` takes the bytes, the source and the local address
+and returns actions: :class:`Send` (a datagram from 4342), :class:`Punt` (hand it
+to another role over the bus, by message type) or :class:`Drop` (count and log).
+
+ECM Map-Requests are answered here, in-process, from the replica (DESIGN.md 2):
+
+* E=1 goes to this node's ETR and nowhere else;
+* M=1, and a plain ECM for an EID this node serves, get the Map-Server treatment:
+  a proxy reply when a registrant set P=1, the ECM forwarded to one of the
+  registrant's ETRs with E=1 when P=0, a negative reply when nothing is registered
+  (1 minute inside a configured prefix, 15 minutes with the least-specific prefix
+  outside every known one);
+* a plain ECM for an EID served elsewhere (pull mode) is forwarded once with M=1.
+
+Nothing is answered while the replica is out of sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from ipaddress import ip_address
+
+from common.addr import Eid, Rle, RleEntry, eid_to_wire
+from common.ecm import Ecm, set_ecm_flags
+from common.errors import DecodeError
+from common.messages import MapReply, MapRequest, decode_message, encode_message
+from common.records import ACT_NATIVELY_FORWARD, EidRecord, Locator
+from common.regtable import PrefixSet, RegistrationTable, negative_prefix
+
+PUNT_TOPICS = {1: "map-request", 2: "map-reply", 3: "map-register", 4: "map-notify",
+               5: "map-notify-ack", 6: "map-referral", 7: "info"}
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    dst: str
+    port: int
+    data: bytes
+    what: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Punt:
+    kind: str          # "map-register.<shard>", "ecm-etr", "map-notify", ...
+    data: bytes
+    src: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+    detail: str = ""
+
+
+class RateLimiter:
+    """Token bucket per source address; bounded memory."""
+
+    def __init__(self, rate: float, burst: float, max_sources: int = 100_000) -> None:
+        self.rate, self.burst, self.max_sources = rate, burst, max_sources
+        self._b: dict[str, tuple[float, float]] = {}
+
+    def allow(self, src: str, now: float) -> bool:
+        tokens, last = self._b.get(src, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._b[src] = (tokens, now)
+            return False
+        if len(self._b) >= self.max_sources and src not in self._b:
+            # forget full buckets first: they carry no state worth keeping
+            for k in [k for k, (t, l) in self._b.items() if t + (now - l) * self.rate >= self.burst]:
+                del self._b[k]
+            if len(self._b) >= self.max_sources:
+                self._b.clear()
+        self._b[src] = (tokens - 1.0, now)
+        return True
+
+
+class Resolver:
+    def __init__(self, table: RegistrationTable, configured: PrefixSet, *, site_of=None, shard_for=None,
+                 neg_ttl_non_eid: int = 15, neg_ttl_unregistered: int = 1, proxy_ttl: int = 1440,
+                 rate: float = 1000.0, burst: float = 2000.0, serves=None, forward_to=None,
+                 neg_floor=None) -> None:
+        self.table = table
+        self.configured = configured
+        self.site_of = site_of or (lambda eid: None)
+        self.shard_for = shard_for        # site name -> map_server shard (None: one shard)
+        self.neg_ttl_non_eid = neg_ttl_non_eid
+        self.neg_ttl_unregistered = neg_ttl_unregistered
+        self.proxy_ttl = proxy_ttl
+        self.limiter = RateLimiter(rate, burst)
+        self.serves = serves              # pull mode: eid -> bool; None = serve everything
+        self.forward_to = forward_to      # pull mode: eid -> address of the serving set, or None
+        self.neg_floor = neg_floor        # pull mode: eid -> minimum negative prefix length
+        self.in_sync = False
+
+    def handle(self, data: bytes, src: tuple, local: str, now: float) -> list:
+        try:
+            msg = decode_message(data)
+        except DecodeError as exc:
+            return [Drop(f"malformed.{_reason(exc.field)}", str(exc))]
+        if not isinstance(msg, Ecm):
+            kind = PUNT_TOPICS[data[0] >> 4]
+            if kind == "map-register":
+                kind = f"map-register.{self._shard(msg)}"
+            return [Punt(kind, data, src)]
+        inner = msg.inner
+        if not isinstance(inner, MapRequest):
+            return [Drop("ecm-inner-not-map-request", type(inner).__name__)]
+        if inner.probe:
+            return [Drop("probe-in-ecm")]
+        if 4341 in (msg.ip.sport, msg.ip.dport):
+            return [Drop("ecm-inner-port-4341")]
+        if not self.limiter.allow(src[0], now):
+            return [Drop("rate-limited", src[0])]
+        if msg.to_etr:
+            return [Punt("ecm-etr", data, src)]
+        if not inner.records:
+            return [Drop("no-request-records")]
+        if not self.in_sync:
+            return [Drop("not-in-sync")]
+        eid = inner.records[0].prefix
+        if not msg.to_ms and self.serves is not None and not self.serves(eid):
+            target = self.forward_to(eid) if self.forward_to else None
+            if target is None:
+                return [Drop("no-serving-set", str(eid))]
+            return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]
+        return self._map_server(data, msg, inner, eid, local)
+
+    # -- the Map-Server treatment ---------------------------------------------------
+    def _map_server(self, data: bytes, ecm: Ecm, req: MapRequest, eid: Eid, local: str) -> list:
+        itr = _itr_rloc(req, local)
+        if itr is None:
+            return [Drop("no-usable-itr-rloc")]
+        m = self.table.lookup(eid)
+        if m is not None:
+            prefix, entries = m.best
+            if any(e.proxy for e in entries):
+                records = tuple(self._proxy_record(p, es) for p, es in m.prefixes)
+                reply = MapReply(req.nonce, records)
+                return [Send(itr, ecm.ip.sport, encode_message(reply), "proxy-reply")]
+            etr = _pick_etr(entries, local)
+            if etr is None:
+                return [Drop("no-usable-etr-rloc", str(prefix))]
+            return [Send(etr, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr")]
+        if eid.is_multicast:
+            neg, ttl = eid, self.neg_ttl_non_eid
+        else:
+            floor = self.neg_floor(eid) if self.neg_floor else 0
+            covering = self.configured.covering(eid)
+            if covering is not None:
+                neg = negative_prefix(eid, [self.table], floor=max(floor, covering.length))
+                ttl = self.neg_ttl_unregistered
+            else:
+                neg = negative_prefix(eid, [self.table, self.configured], floor=floor)
+                ttl = self.neg_ttl_non_eid
+        addr, ml = eid_to_wire(neg)
+        reply = MapReply(req.nonce, (EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD),))
+        return [Send(itr, ecm.ip.sport, encode_message(reply), "negative-reply")]
+
+    def _proxy_record(self, prefix: Eid, entries) -> EidRecord:
+        seen, locs, rle, ttl = set(), [], [], self.proxy_ttl
+        for e in entries:
+            ttl = min(ttl, int(e.value.get("ttl", ttl)))
+            for loc in e.locators:
+                if loc.address not in seen:
+                    seen.add(loc.address)
+                    locs.append(replace(loc, local=False, probed=False))
+            for a, level in e.value.get("rle") or ():
+                if all(x.address != ip_address(a) for x in rle):
+                    rle.append(RleEntry(ip_address(a), level))
+        locs.sort(key=lambda l: (l.address.version, int(l.address)))
+        if rle:
+            locs.append(Locator(Rle(tuple(rle)), 255, 0, 1, 100))
+        addr, ml = eid_to_wire(prefix)
+        return EidRecord(addr, ml, ttl, tuple(locs))
+
+    def _shard(self, msg) -> int:
+        if self.shard_for is None:
+            return 0
+        for r in getattr(msg, "records", ()):
+            try:
+                site = self.site_of(r.prefix)
+            except ValueError:
+                continue
+            if site is not None:
+                return self.shard_for(site)
+        return 0
+
+
+def _reason(field: str) -> str:
+    # "record[3].eid.afi" -> "record.eid.afi": one counter per kind of fault
+    out, depth = [], 0
+    for ch in field:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def _itr_rloc(req: MapRequest, local: str) -> str | None:
+    version = ip_address(local).version
+    for a in req.itr_rlocs:
+        if getattr(a, "version", None) == version:
+            return str(a)
+    return None
+
+
+def _pick_etr(entries, local: str) -> str | None:
+    version = ip_address(local).version
+    best = None
+    for e in entries:
+        for loc in e.locators:
+            if loc.address.version == version and loc.priority < 255 and loc.reachable:
+                if best is None or loc.priority < best.priority:
+                    best = loc
+    if best is not None:
+        return str(best.address)
+    for e in entries:
+        reg = e.value.get("registrant")
+        if reg and ip_address(reg).version == version:
+            return reg
+    return None
