@@ -16,8 +16,10 @@ from cli.common import UserError
 
 # verb modules, in the order `decent --help` lists them
 VERB_MODULES = [
+    "cli.ops_cmd",
     "cli.decode_cmd",
     "cli.hash_cmd",
+    "cli.lig_cmd",
 ]
 
 

@@ -1,0 +1,61 @@
+"""The Map-Server's durable registration store: SQLite in WAL mode.
+
+The Map-Server is its only writer.  Every content change is committed here before
+the Map-Notify that acknowledges it is sent (DESIGN.md 5); with
+``synchronous=NORMAL`` a committed transaction survives a killed process, with
+``FULL`` also a power loss.  Refreshes that change nothing are not written: a
+restarted Map-Server gives every loaded registration one grace period instead.
+The Map-Register as received is kept beside its registration, so it can be
+replayed to a peer that wants proof (late joiners in push mode).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import msgpack
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS registration (key TEXT PRIMARY KEY, value BLOB NOT NULL, raw BLOB);
+CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, nonce TEXT NOT NULL);
+"""
+
+
+class RegistrationStore:
+    def __init__(self, path: str, synchronous: str = "normal") -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        self.db.executescript(SCHEMA)
+
+    def load(self) -> tuple[list, dict]:
+        rows = [(k, msgpack.unpackb(v), raw) for k, v, raw in
+                self.db.execute("SELECT key, value, raw FROM registration")]
+        nonces = {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}
+        return rows, nonces
+
+    def apply(self, changes, nonces: dict | None = None) -> None:
+        """Commit registration changes and nonce updates in one transaction."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN")
+        try:
+            for ch in changes:
+                if ch[0] == "set":
+                    _, key, value, raw = ch
+                    cur.execute("INSERT OR REPLACE INTO registration VALUES (?, ?, ?)",
+                                (key, msgpack.packb(value), raw))
+                else:
+                    cur.execute("DELETE FROM registration WHERE key = ?", (ch[1],))
+            for key, n in (nonces or {}).items():
+                # nonces are 64-bit unsigned: stored as text (SQLite integers are signed)
+                cur.execute("INSERT OR REPLACE INTO nonce VALUES (?, ?)", (key, str(n)))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
