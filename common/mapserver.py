@@ -89,11 +89,7 @@ class MapServer:
     # -- site lookup --------------------------------------------------------------
     def site_for(self, eid: Eid) -> tuple[SitePolicy | None, bool]:
         """The site whose configured prefix covers ``eid``, and whether it is allowed."""
-        best = None
-        for s in self.sites.values():
-            for p, more in s.prefixes:
-                if _contains(p, eid) and (best is None or _spec(p) > _spec(best[1])):
-                    best = (s, p, more)
+        best = _best_prefix(self.sites.values(), eid)
         if best is None:
             return None, False
         s, p, more = best
@@ -229,6 +225,21 @@ class MapServer:
 
     def snapshot(self) -> list:
         return [(e.key, e.value) for e in self.table.entries()]
+
+
+def _best_prefix(sites, eid: Eid):
+    best = None
+    for s in sites:
+        for p, more in s.prefixes:
+            if _contains(p, eid) and (best is None or _spec(p) > _spec(best[1])):
+                best = (s, p, more)
+    return best
+
+
+def site_covering(sites, eid: Eid) -> SitePolicy | None:
+    """The site with the most specific configured prefix covering ``eid``."""
+    best = _best_prefix(sites, eid)
+    return None if best is None else best[0]
 
 
 def _content(v: dict) -> tuple:

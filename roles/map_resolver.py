@@ -1,0 +1,177 @@
+"""The ``map_resolver`` role: N workers sharing UDP 4342 on the node's RLOCs.
+
+Each worker binds every RLOC with SO_REUSEPORT (the kernel spreads flows across
+the workers), keeps a full replica of every map_server shard's Clone stream, and
+answers ECM Map-Requests in-process with :class:`common.resolver.Resolver`.  All
+other message types are punted onto the bus by type (``rx.<type>``; Map-Registers
+by shard).  Workers also send what other roles queue for port 4342, each datagram
+once.  A worker answers nothing until every shard's replica is in sync.
+
+One node per address: the node takes an exclusive lock per RLOC:port (a file lock
+naming the node); a worker of another node finds it held and refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+import sys
+import tempfile
+import time
+
+from bus import topics
+from bus.clone import CloneReader
+from common.regtable import PrefixSet, RegistrationTable
+from common.resolver import Drop, Punt, Resolver, Send
+from roles.runtime import RoleContext, run_role
+from roles.sites import shard_for, site_lookup
+
+LOCK_DIR = os.path.join(tempfile.gettempdir(), "lisp-decent-locks")
+
+
+class AddressInUse(Exception):
+    pass
+
+
+def lock_rloc(addr: str, port: int, owner: str) -> int:
+    """Hold this node's claim on addr:port for the life of the process.
+
+    The first worker of a node takes the lock exclusively and writes the node's
+    identity, then downgrades to shared; its siblings join with a shared lock after
+    checking the identity.  Another node's worker finds a different identity."""
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    path = os.path.join(LOCK_DIR, f"{addr.replace(':', '_')}-{port}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner.encode(), 0)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return fd
+        except BlockingIOError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            holder = os.pread(fd, 4096, 0).decode(errors="replace")
+            if holder == owner:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise AddressInUse(f"{addr}:{port} is held by another node ({holder or 'unknown'})")
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise AddressInUse(f"{addr}:{port} is locked by another node") from None
+            time.sleep(0.05)
+
+
+class Worker(asyncio.DatagramProtocol):
+    def __init__(self, ctx: RoleContext, resolver: Resolver, local: str) -> None:
+        self.ctx, self.resolver, self.local = ctx, resolver, local
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        c = self.ctx.counters
+        c.inc("received")
+        src = (addr[0], addr[1])
+        for a in self.resolver.handle(data, src, self.local, time.monotonic()):
+            if isinstance(a, Send):
+                self.transport.sendto(a.data, (a.dst, a.port))
+                c.inc("answered" if a.what.endswith("reply") else "forwarded")
+                c.inc(a.what)
+            elif isinstance(a, Punt):
+                kind, _, shard = a.kind.partition(".")
+                topic = topics.rx(kind, int(shard)) if shard else topics.rx(kind)
+                self.ctx.bus.publish(topic, "datagram.received",
+                                     {"data": a.data, "src": list(a.src), "local": self.local})
+                c.inc(f"punted.{kind}")
+            elif isinstance(a, Drop):
+                c.drop(a.reason, f"from {src[0]}:{src[1]}: {a.detail}")
+
+    def error_received(self, exc) -> None:
+        self.ctx.counters.drop("socket-error", repr(exc))
+
+
+async def main(ctx: RoleContext) -> None:
+    cfg = ctx.cfg
+    owner = f"{cfg.node.name} {cfg.node.state_dir}"
+    port = cfg.node.control_port
+    locks = []
+    try:
+        for rloc in cfg.node.rlocs:
+            locks.append(lock_rloc(str(rloc), port, owner))
+    except AddressInUse as exc:
+        ctx.log.error("refusing to start: %s", exc)
+        raise SystemExit(2)
+    table = RegistrationTable()
+    configured = PrefixSet([p.eid for s in cfg.sites for p in s.prefixes])
+    t = cfg.timers
+    resolver = Resolver(table, configured, site_of=site_lookup(cfg), shard_for=shard_for(cfg),
+                        neg_ttl_non_eid=max(1, round(t.negative_ttl_non_eid / 60)),
+                        neg_ttl_unregistered=max(1, round(t.negative_ttl_unregistered / 60)),
+                        proxy_ttl=cfg.map_server.proxy_reply_ttl,
+                        rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst)
+    shards = max(1, cfg.count("map_server"))
+    readers: list[CloneReader] = []
+
+    def sync_changed(_arg=None) -> None:
+        was = resolver.in_sync
+        resolver.in_sync = all(r.in_sync for r in readers)
+        if resolver.in_sync != was:
+            ctx.log.info("replica %s (%d registrations)", "in sync" if resolver.in_sync else "NOT in sync",
+                         len(table))
+        ctx.counters.set("in_sync", int(resolver.in_sync))
+        ctx.counters.set("registrations", len(table))
+
+    for shard in range(shards):
+        r = CloneReader(ctx, topics.ms_stream(shard), on_set=table.set, on_delete=table.delete,
+                        on_sync=sync_changed, on_unsync=sync_changed)
+        readers.append(r)
+    loop = asyncio.get_running_loop()
+    transports = {}
+    for rloc in cfg.node.rlocs:
+        fam = socket.AF_INET6 if rloc.version == 6 else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((str(rloc), port))
+        tr, _ = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r), sock=sock)
+        transports[str(rloc)] = tr
+    await ctx.bus.ready(timeout=5.0)
+    for r in readers:
+        r.start()
+    ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
+
+    async def send_queued() -> None:
+        async for d in ctx.sendq:
+            tr = transports.get(d.src_addr) if d.src_addr else None
+            if tr is None:
+                v6 = ":" in d.dst_addr
+                tr = next((x for a, x in transports.items() if (":" in a) == v6), None)
+            if tr is None:
+                ctx.counters.drop("sendq-no-socket", f"no RLOC of the family of {d.dst_addr}")
+                continue
+            tr.sendto(d.payload, (d.dst_addr, d.dst_port))
+            ctx.counters.inc("sendq.sent")
+
+    ctx.spawn(send_queued(), name="sendq")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for tr in transports.values():
+            tr.close()
+        for r in readers:
+            r.close()
+        for fd in locks:
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(run_role("map_resolver", main))
