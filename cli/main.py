@@ -20,6 +20,7 @@ VERB_MODULES = [
     "cli.decode_cmd",
     "cli.hash_cmd",
     "cli.lig_cmd",
+    "cli.show_cmd",
 ]
 
 

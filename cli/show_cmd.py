@@ -1,0 +1,117 @@
+"""`decent show registrations|sites|map-cache` and `decent counters`.
+
+Answers come from the running roles over the node's bus (cli.busquery): the
+map_server shards for registrations and sites, the ITR for its map-cache, every
+process's heartbeat for counters.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bus import topics
+from cli.busquery import collect, query
+from cli.common import UserError
+from cli.ops_cmd import add_config_option, load_config
+
+WHAT = ("registrations", "sites", "map-cache")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("show", help="show registrations, sites or the map-cache of a running node")
+    p.add_argument("what", choices=WHAT)
+    p.add_argument("--json", action="store_true")
+    add_config_option(p)
+    p.set_defaults(func=run_show)
+    c = sub.add_parser("counters", help="per-process received/answered/dropped counters")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--all", action="store_true", help="every counter, not just the main ones")
+    add_config_option(c)
+    c.set_defaults(func=run_counters)
+
+
+def _ms_answers(cfg) -> list:
+    n = cfg.count("map_server")
+    if n == 0:
+        raise UserError(f"node {cfg.node.name} runs no map_server", 1)
+    answers = query(cfg, "ms.query", {}, expect=n)
+    if len(answers) < n:
+        raise UserError(f"only {len(answers)} of {n} map_server shards answered", 1)
+    return sorted(answers, key=lambda a: a["shard"])
+
+
+def run_show(args) -> int:
+    cfg, _ = load_config(args)
+    if args.what == "map-cache":
+        if not cfg.roles.itr:
+            raise UserError(f"node {cfg.node.name} runs no itr", 1)
+        answers = query(cfg, "itr.query", {})
+        if not answers:
+            raise UserError("the itr did not answer", 1)
+        entries = answers[0]["entries"]
+        if args.json:
+            print(json.dumps(entries))
+        else:
+            for e in entries:
+                kind = f"negative ({e.get('action')})" if e.get("negative") else \
+                    ", ".join(f"{r['address']} {r['priority']}/{r['weight']}" for r in e["rlocs"])
+                print(f"{e['eid']:<32} expires in {e['expires_in']:>8.0f}s  {kind}")
+        return 0
+    answers = _ms_answers(cfg)
+    if args.what == "sites":
+        sites = [s for a in answers for s in a["sites"]]
+        if args.json:
+            print(json.dumps(sites))
+        else:
+            for s in sites:
+                print(f"site {s['name']} (shard {s['shard']}, nonce policy {s['nonce_policy']})")
+                for p, more in s["prefixes"]:
+                    print(f"  {p}{'  accept-more-specifics' if more else ''}")
+        return 0
+    regs = []
+    for a in answers:
+        for r in a["registrations"]:
+            rlocs = [{"address": x[0], "priority": x[1], "weight": x[2], "mpriority": x[3],
+                      "mweight": x[4]} for x in r["rlocs"]]
+            regs.append(dict(r, rlocs=rlocs))
+    regs.sort(key=lambda r: r["eid"])
+    if args.json:
+        print(json.dumps(regs))
+    else:
+        if not regs:
+            print("no registrations")
+        for r in regs:
+            locs = ", ".join(f"{x['address']} {x['priority']}/{x['weight']}" for x in r["rlocs"])
+            if r.get("rle"):
+                locs += " rle[" + ", ".join(a for a, _ in r["rle"]) + "]"
+            print(f"{r['eid']:<32} site {r['site']:<10} expires in {r['expires_in']:>6.0f}s  "
+                  f"{'proxy ' if r['proxy_reply'] else ''}{locs}")
+    return 0
+
+
+MAIN = ("received", "answered", "forwarded", "register.accepted", "registrations")
+
+
+def run_counters(args) -> int:
+    cfg, _ = load_config(args)
+    want = {(r, n) for r, n in cfg.instances()}
+    got = collect(cfg, topics.HEARTBEAT + ".", want=want, timeout=3.0)
+    if not got:
+        raise UserError(f"no heartbeat from node {cfg.node.name}; is it running?", 1)
+    out = {}
+    for (role, n), body in sorted(got.items()):
+        c = body.get("counters", {})
+        if not args.all:
+            c = {k: v for k, v in c.items() if k in MAIN or k.startswith("dropped")}
+        out[f"{role}:{n}"] = c
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for inst, c in out.items():
+        print(inst)
+        for k in sorted(c):
+            print(f"  {k:<40} {c[k]}")
+    missing = sorted(f"{r}:{n}" for r, n in want - set(got))
+    if missing:
+        print(f"(no heartbeat from {', '.join(missing)})")
+    return 0
