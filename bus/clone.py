@@ -1,0 +1,309 @@
+"""Clone streams (ZeroMQ guide ch. 5): one writer's key/value table, replicated.
+
+:class:`CloneWriter` is the single writer of stream ``S``: every change is
+published on ``S.delta`` with ``seq`` + 1, a heartbeat with the current ``seq`` goes
+out on ``S.hb`` every interval (and right after each snapshot it serves), and
+snapshots are served over a ROUTER bound on ``snap-S.sock``.
+:class:`CloneReader` keeps a replica with :class:`common.replica.ReplicaReader`
+(the pure machine: buffering, gaps, sessions, in-sync) and calls back on changes.
+
+Bus messages (envelope header ``stream = S``, ``seq`` set; ``src.session`` is the
+writer session):
+
+- ``kv.updated``  on ``S.delta``, body ``{"k": key, "v": value}``
+- ``kv.deleted``  on ``S.delta``, body ``{"k": key}``
+- ``kv.heartbeat`` on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = current)
+
+Snapshot socket (DEALER -> ROUTER), all bodies msgpack maps:
+
+- request ``[b"snap", {"v": 1, "req": r}]``
+- replies ``[b"items", {"req": r, "items": [[k, v], ...]}]`` (zero or more chunks)
+  then ``[b"end", {"req": r, "seq": n, "session": s, "count": c}]``
+
+Keys are str, bytes, int or tuples of those (msgpack arrays arrive as tuples);
+values anything msgpack-able (arrays arrive as lists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable
+
+import msgpack
+import zmq
+
+from bus import topics
+from bus.aio import AsyncSocket
+from common import replica
+from common.replica import ReplicaReader
+
+if TYPE_CHECKING:
+    from roles.runtime import RoleContext
+
+SNAPSHOT_VERSION = 1
+UPDATED = "kv.updated"
+DELETED = "kv.deleted"
+HEARTBEAT = "kv.heartbeat"
+
+
+def freeze(key: Any) -> Hashable:
+    """A decoded key made hashable again (msgpack arrays come back as lists)."""
+    if isinstance(key, list):
+        return tuple(freeze(k) for k in key)
+    return key
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(frame: bytes) -> Any:
+    return msgpack.unpackb(frame, raw=False, strict_map_key=False)
+
+
+class CloneWriter:
+    """The single writer of a stream.  ``load`` (optional) before ``start``."""
+
+    def __init__(self, ctx: RoleContext, stream: str, *, heartbeat: float | None = None,
+                 chunk: int = 1000) -> None:
+        self.ctx = ctx
+        self.stream = topics.stream_name(stream)
+        self.heartbeat_interval = heartbeat or ctx.timer("heartbeat_interval", 1.0)
+        self.chunk = chunk
+        self.seq = 0
+        self._data: dict[Hashable, Any] = {}
+        self._delta_topic = topics.stream_delta(self.stream)
+        self._hb_topic = topics.stream_heartbeat(self.stream)
+        self._router: AsyncSocket | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def data(self) -> dict[Hashable, Any]:
+        """The table (read it, do not modify it: use set/delete)."""
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def load(self, items: Iterable[tuple[Hashable, Any]], seq: int) -> None:
+        """Start from the writer's own store: the table as of ``seq``."""
+        self._data = dict(items)
+        self.seq = seq
+
+    def set(self, key: Hashable, value: Any) -> int:
+        """Set ``key``; publishes a delta unless the value is unchanged.  Returns seq."""
+        if key in self._data and self._data[key] == value:
+            return self.seq
+        self._data[key] = value
+        self.seq += 1
+        self.ctx.bus.publish(self._delta_topic, UPDATED, {"k": key, "v": value},
+                             stream=self.stream, seq=self.seq)
+        return self.seq
+
+    def delete(self, key: Hashable) -> int | None:
+        """Delete ``key``; returns the delta's seq, or None if it was absent."""
+        if key not in self._data:
+            return None
+        del self._data[key]
+        self.seq += 1
+        self.ctx.bus.publish(self._delta_topic, DELETED, {"k": key},
+                             stream=self.stream, seq=self.seq)
+        return self.seq
+
+    def publish_heartbeat(self) -> None:
+        self.ctx.bus.publish(self._hb_topic, HEARTBEAT, {"count": len(self._data)},
+                             stream=self.stream, seq=self.seq)
+
+    def start(self) -> None:
+        """Bind the snapshot socket and start serving and heartbeating."""
+        sock = self.ctx.zmq.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, 0)  # a snapshot is queued whole, never dropped
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.ctx.endpoints.snapshot(self.stream))
+        self._router = AsyncSocket(sock)
+        self._tasks = [self.ctx.spawn(self._serve(), name=f"clone-serve {self.stream}"),
+                       self.ctx.every(self.heartbeat_interval, self.publish_heartbeat,
+                                      name=f"clone-hb {self.stream}")]
+        self.publish_heartbeat()
+
+    async def _serve(self) -> None:
+        assert self._router is not None
+        while True:
+            frames = await self._router.recv_multipart()
+            if len(frames) != 3 or frames[1] != b"snap":
+                self.ctx.counters.drop("bad-snapshot-request", f"{self.stream}: "
+                                       f"{len(frames)} frames")
+                continue
+            try:
+                req = _unpack(frames[2])["req"]
+            except Exception as exc:
+                self.ctx.counters.drop("bad-snapshot-request", f"{self.stream}: {exc!r}")
+                continue
+            await self._send_snapshot(frames[0], req)
+
+    async def _send_snapshot(self, ident: bytes, req: Any) -> None:
+        assert self._router is not None
+        items = list(self._data.items())  # consistent with self.seq right now
+        seq, session = self.seq, self.ctx.session
+        try:
+            for i in range(0, len(items), self.chunk):
+                part = [[k, v] for k, v in items[i:i + self.chunk]]
+                self._router.sock.send_multipart(
+                    [ident, b"items", _pack({"req": req, "items": part})], zmq.NOBLOCK)
+                await asyncio.sleep(0)  # let the loop breathe between chunks
+            self._router.sock.send_multipart(
+                [ident, b"end", _pack({"req": req, "seq": seq, "session": session,
+                                       "count": len(items)})], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the reader went away
+            self.ctx.counters.drop("snapshot-abandoned", f"{self.stream}: {exc}")
+            return
+        self.ctx.counters.inc(f"clone.{self.stream}.snapshots")
+        self.publish_heartbeat()  # lets the reader confirm at once (common.replica)
+
+    def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._router is not None:
+            self._router.close(0)
+            self._router = None
+
+
+class CloneReader:
+    """A replica of stream ``stream``; ``on_set(key, value)``, ``on_delete(key)``.
+
+    ``on_sync(seq)`` is called when the replica becomes in sync, ``on_unsync(reason)``
+    when it stops being so.  Callbacks are plain functions.
+    """
+
+    def __init__(self, ctx: RoleContext, stream: str,
+                 on_set: Callable[[Hashable, Any], None] | None = None,
+                 on_delete: Callable[[Hashable], None] | None = None, *,
+                 on_sync: Callable[[int], None] | None = None,
+                 on_unsync: Callable[[str], None] | None = None,
+                 snapshot_timeout: float | None = None, max_buffer: int = 100_000) -> None:
+        self.ctx = ctx
+        self.stream = topics.stream_name(stream)
+        self.on_set = on_set
+        self.on_delete = on_delete
+        self.on_sync = on_sync
+        self.on_unsync = on_unsync
+        timeout = snapshot_timeout or ctx.timer("snapshot_timeout", 5.0)
+        self.machine = ReplicaReader(snapshot_timeout=timeout, max_buffer=max_buffer)
+        self._sub = None
+        self._fetch: asyncio.Task | None = None
+        self._timer: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def in_sync(self) -> bool:
+        return self.machine.in_sync
+
+    @property
+    def data(self) -> dict[Hashable, Any]:
+        return self.machine.data
+
+    @property
+    def seq(self) -> int | None:
+        return self.machine.seq
+
+    def start(self) -> None:
+        """Subscribe, then ask for the first snapshot."""
+        self._sub = self.ctx.bus.subscribe(self.stream, self._on_message)
+        self._timer = self.ctx.spawn(self._run_timer(), name=f"clone-timer {self.stream}")
+        self._handle(self.machine.start(time.monotonic()))
+
+    def _on_message(self, _topic: str, header: Any, body: Any) -> None:
+        now = time.monotonic()
+        if header.type == HEARTBEAT:
+            if header.seq is not None:
+                self._handle(self.machine.heartbeat(header.src.session, header.seq, now))
+            return
+        if header.type not in (UPDATED, DELETED):
+            return  # unknown types are ignored
+        if header.seq is None or not isinstance(body, dict) or "k" not in body:
+            self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: {header.type}")
+            return
+        try:
+            key = freeze(body["k"])
+            hash(key)
+        except TypeError:
+            self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: unhashable key")
+            return
+        self._handle(self.machine.delta(header.src.session, header.seq, key, body.get("v"),
+                                        deleted=header.type == DELETED, now=now))
+
+    def _handle(self, events: list[replica.Event]) -> None:
+        for ev in events:
+            if isinstance(ev, replica.KeySet):
+                if self.on_set:
+                    self.on_set(ev.key, ev.value)
+            elif isinstance(ev, replica.KeyDeleted):
+                if self.on_delete:
+                    self.on_delete(ev.key)
+            elif isinstance(ev, replica.SnapshotRequested):
+                if self._fetch is not None and self._fetch is not asyncio.current_task():
+                    self._fetch.cancel()
+                self._fetch = self.ctx.spawn(self._fetch_snapshot(ev.request),
+                                             name=f"clone-snapshot {self.stream}")
+                self._wake.set()  # re-arm the timer
+            elif isinstance(ev, replica.SyncGained):
+                self.ctx.counters.inc(f"clone.{self.stream}.synced")
+                self.ctx.log.info("clone %s: in sync at seq %d (%d keys)", self.stream,
+                                  ev.seq, len(self.machine.data))
+                if self.on_sync:
+                    self.on_sync(ev.seq)
+            elif isinstance(ev, replica.SyncLost):
+                self.ctx.counters.inc(f"clone.{self.stream}.resync.{ev.reason}")
+                self.ctx.log.warning("clone %s: out of sync (%s), fetching a snapshot",
+                                     self.stream, ev.reason)
+                if self.on_unsync:
+                    self.on_unsync(ev.reason)
+
+    async def _fetch_snapshot(self, request: int) -> None:
+        # A fresh DEALER per request: nothing queued for an older request lingers.
+        sock = self.ctx.zmq.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(self.ctx.endpoints.snapshot(self.stream))
+        asock = AsyncSocket(sock)
+        try:
+            await asock.send_multipart([b"snap", _pack({"v": SNAPSHOT_VERSION, "req": request})])
+            while True:
+                frames = await asock.recv_multipart()
+                try:
+                    kind, body = frames[0], _unpack(frames[1])
+                    if body["req"] != request:
+                        continue
+                    if kind == b"items":
+                        self.machine.snapshot_items(
+                            request, ((freeze(k), v) for k, v in body["items"]))
+                    elif kind == b"end":
+                        self._handle(self.machine.snapshot_end(
+                            request, body["session"], body["seq"], time.monotonic()))
+                        return
+                except (IndexError, KeyError, TypeError, ValueError) as exc:
+                    self.ctx.counters.drop("bad-snapshot", f"{self.stream}: {exc!r}")
+        finally:
+            asock.close(0)
+            if self._fetch is asyncio.current_task():
+                self._fetch = None
+
+    async def _run_timer(self) -> None:
+        while True:
+            self._wake.clear()
+            deadline = self.machine.get_timer()
+            delay = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+            except asyncio.TimeoutError:
+                pass
+            self._handle(self.machine.handle_timer(time.monotonic()))
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.cancel()
+        for t in (self._fetch, self._timer):
+            if t is not None:
+                t.cancel()

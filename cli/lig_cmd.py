@@ -1,0 +1,221 @@
+"""`decent lig`: ask the mapping system for an EID, like lig(8).
+
+    decent lig EIDSPEC [-c CONFIG] [--mr ADDR[:PORT]] [--count N] [--timeout S] [--json]
+
+Sends an ECM Map-Request from its own UDP socket, bound to the node's first RLOC
+(of the Map-Resolver's family) on an ephemeral port, to ``--mr`` (default: the
+config's first ``itr.map_resolvers`` entry, which itself defaults to the node's
+first RLOC and control port).  Up to ``--count`` attempts (default 3), each with a
+fresh nonce and waiting ``--timeout`` seconds (default 2); the first Map-Reply
+whose nonce matches any attempt's ends it.
+
+``--json`` prints exactly one object::
+
+    {"eid", "ttl" (minutes), "authoritative", "negative", "action",
+     "rlocs": [{"address", "priority", "weight"}], "records": [same shape per record],
+     "rtt_ms"}
+
+the top-level fields from the record that best matches the EID (the longest
+record prefix containing it).  Exit 0 on a reply, 1 when none came (one line on
+stderr), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import socket
+import time
+from ipaddress import IPv4Address, ip_address
+
+from cli.common import UserError
+from cli.ops_cmd import add_config_option, load_config
+from common.addr import Eid
+from common.eidtext import EidSpecError, format_address, format_eid, parse_eidspec
+from common.errors import DecodeError
+from common.etr import eid_contains
+from common.itr import build_map_request_ecm
+from common.jsonview import eid_text
+from common.messages import MapReply, decode_message
+from common.records import ACTION_NAMES
+
+DEFAULT_MR_PORT = 4342
+_NUMBER = re.compile(r"[0-9]{1,6}\Z")
+_SECONDS = re.compile(r"([0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6})\Z")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lig", help="send a Map-Request for an EID and print the Map-Reply",
+        description="Send an ECM Map-Request for EIDSPEC to a Map-Resolver and print the reply.")
+    p.add_argument("eidspec", metavar="EIDSPEC",
+                   help="[<iid>]<address>[/<len>] or [<iid>]<group>/<gml>-<source>/<sml>")
+    add_config_option(p)
+    p.add_argument("--mr", metavar="ADDR[:PORT]",
+                   help="Map-Resolver to ask (default: the config's first itr.map_resolvers)")
+    p.add_argument("--count", metavar="N", default="3", help="attempts (default 3)")
+    p.add_argument("--timeout", metavar="S", default="2", help="seconds per attempt (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def parse_mr(text: str) -> tuple:
+    """``addr``, ``addr:port``, ``[v6]`` or ``[v6]:port`` -> (address, port)."""
+    s = text.strip()
+    host, port = s, str(DEFAULT_MR_PORT)
+    m = re.fullmatch(r"\[([^\]]+)\](?::([^:]*))?", s)
+    if m:
+        host, port = m.group(1), m.group(2) if m.group(2) is not None else port
+    elif s.count(":") == 1:
+        host, _, port = s.partition(":")
+    if not _NUMBER.match(port) or not 1 <= int(port) <= 65535:
+        raise UserError(f"bad --mr {text!r}: port must be 1..65535")
+    try:
+        addr = ip_address(host)
+    except ValueError:
+        raise UserError(f"bad --mr {text!r}: not an IPv4 or IPv6 address") from None
+    if addr.is_multicast or addr.is_unspecified:
+        raise UserError(f"bad --mr {text!r}: not a unicast address")
+    return addr, int(port)
+
+
+def _positive_int(text: str, what: str) -> int:
+    if not _NUMBER.match(text.strip()) or int(text) < 1:
+        raise UserError(f"{what} must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    t = text.strip()
+    if not _SECONDS.match(t) or float(t) <= 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {text!r}")
+    return float(t)
+
+
+def record_view(rec) -> dict:
+    """One record in the lig JSON shape."""
+    return {"eid": eid_text(rec.eid, rec.mask_len), "ttl": rec.ttl,
+            "authoritative": rec.authoritative, "negative": not rec.locators,
+            "action": ACTION_NAMES.get(rec.action, str(rec.action)),
+            "rlocs": [{"address": format_address(l.address), "priority": l.priority,
+                       "weight": l.weight} for l in rec.locators]}
+
+
+def best_record(records, eid: Eid):
+    """The record with the longest prefix containing ``eid`` (else the first), or None."""
+    best, best_len = None, -1
+    for rec in records:
+        try:
+            pfx = rec.prefix
+        except Exception:
+            continue
+        if eid_contains(pfx, eid) and (pfx.length, pfx.group_len) > (best_len, -1):
+            best, best_len = rec, pfx.length
+    if best is None and records:
+        best = records[0]
+    return best
+
+
+def result_json(reply: MapReply, eid: Eid, rtt_ms: float) -> dict:
+    """The ``--json`` object for a reply to a request for ``eid``."""
+    best = best_record(reply.records, eid)
+    top = record_view(best) if best is not None else {
+        "eid": format_eid(eid), "ttl": 0, "authoritative": False, "negative": True,
+        "action": ACTION_NAMES[0], "rlocs": []}
+    return {**top, "records": [record_view(r) for r in reply.records], "rtt_ms": round(rtt_ms, 3)}
+
+
+def text_view(out: dict, reply: MapReply, src: tuple, eid: Eid) -> str:
+    """The lig-like text of a reply (``out`` is its :func:`result_json`)."""
+    lines = [f"Received map-reply from {_hostport(src)} with rtt {out['rtt_ms']:.3f} ms",
+             f"Mapping for EID {format_eid(eid)}:"]
+    for rec, r in zip(reply.records, out["records"]):
+        head = f"  {r['eid']}, record-ttl {r['ttl']}, {'auth' if r['authoritative'] else 'not-auth'}"
+        if r["negative"]:
+            head += f", negative, action {r['action']}"
+        lines.append(head)
+        for loc in rec.locators:
+            fl = "".join(c for c, on in (("L", loc.local), ("p", loc.probed), ("R", loc.reachable)) if on)
+            lines.append(f"    {format_address(loc.address):<39} priority/weight "
+                         f"{loc.priority}/{loc.weight}  flags {fl or '-'}")
+    if not reply.records:
+        lines.append("  (no records)")
+    return "\n".join(lines)
+
+
+def _hostport(ep: tuple) -> str:
+    a = ip_address(ep[0]) if isinstance(ep[0], str) else ep[0]
+    return f"[{format_address(a)}]:{ep[1]}" if a.version == 6 else f"{a}:{ep[1]}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        eid = parse_eidspec(args.eidspec)
+    except EidSpecError as exc:
+        raise UserError(f"bad EIDSPEC: {exc}") from None
+    count = _positive_int(args.count, "--count")
+    timeout = _seconds(args.timeout)
+    mr = parse_mr(args.mr) if args.mr is not None else None
+    cfg, _path = load_config(args)
+    if mr is None:
+        ep = cfg.itr.map_resolvers[0] if cfg.itr.map_resolvers else None
+        mr = (ep.address, ep.port) if ep else (cfg.node.rlocs[0], cfg.node.control_port)
+    rloc = next((a for a in cfg.node.rlocs if a.version == mr[0].version), None)
+    if rloc is None:
+        raise UserError(f"node {cfg.node.name!r} has no IPv{mr[0].version} RLOC to ask "
+                        f"{_hostport(mr)} from")
+    family = socket.AF_INET if isinstance(rloc, IPv4Address) else socket.AF_INET6
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise UserError(f"cannot open a UDP socket: {exc.strerror or exc}", 1) from None
+    with sock:
+        try:
+            sock.bind((str(rloc), 0))
+        except OSError as exc:
+            raise UserError(f"cannot bind to {rloc}: {exc.strerror or exc}", 1) from None
+        port = sock.getsockname()[1]
+        sent: dict[int, float] = {}
+        if not args.json:
+            print(f"Send map-request to {_hostport(mr)} for {format_eid(eid)} ...", flush=True)
+        for _ in range(count):
+            nonce = secrets.randbits(64)
+            data = build_map_request_ecm(eid, nonce, (rloc,) + tuple(
+                a for a in cfg.node.rlocs if a != rloc), port, fallback_dst=mr[0])
+            sent[nonce] = time.monotonic()
+            try:
+                sock.sendto(data, (str(mr[0]), mr[1]))
+            except OSError as exc:
+                raise UserError(f"cannot send to {_hostport(mr)}: {exc.strerror or exc}", 1) from None
+            got = _wait(sock, sent, time.monotonic() + timeout)
+            if got is not None:
+                reply, src, rtt_ms = got
+                out = result_json(reply, eid, rtt_ms)
+                print(json.dumps(out) if args.json else text_view(out, reply, src, eid))
+                return 0
+    raise UserError(f"no map-reply from {_hostport(mr)} for {format_eid(eid)} "
+                    f"after {count} attempt(s) of {timeout:g} s", 1)
+
+
+def _wait(sock: socket.socket, sent: dict, deadline: float):
+    """The first Map-Reply with one of ``sent``'s nonces before ``deadline``, or None."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            data, src = sock.recvfrom(65535)
+        except (socket.timeout, BlockingIOError, InterruptedError):
+            continue
+        except OSError:  # e.g. ICMP port unreachable surfacing as ECONNREFUSED
+            continue
+        now = time.monotonic()
+        try:
+            msg = decode_message(data)
+        except DecodeError:
+            continue
+        if isinstance(msg, MapReply) and msg.nonce in sent:
+            return msg, src, (now - sent[msg.nonce]) * 1000.0

@@ -1,0 +1,255 @@
+"""A replica of a single writer's key/value table: the Clone reader, sans-IO.
+
+Theory of operation (ZeroMQ guide chapter 5, "Clone", with one tightening).
+
+The writer gives every change a sequence number (``seq`` + 1), publishes it as a
+delta, publishes a heartbeat carrying its current ``seq`` every second, and serves
+snapshots ``(items, seq, session)`` on request.  ``session`` changes whenever the
+writer process restarts.  The reader:
+
+1. subscribes to the stream first (the shell does that before :meth:`start`), then
+   asks for a snapshot (:class:`SnapshotRequested`), buffering every delta and
+   heartbeat that arrives meanwhile (state ``awaiting-snapshot``);
+2. applies the snapshot, emitting :class:`KeySet`/:class:`KeyDeleted` for what
+   differs from the replica it had, then replays the buffered messages of the
+   snapshot's session, oldest first, through the rules below (state
+   ``confirming``);
+3. is **in sync** once a message of that session proves that nothing after the
+   snapshot can be missed, and from then on applies deltas in order (``in-sync``).
+
+The tightening is step 3.  Pub/sub subscriptions propagate asynchronously: a delta
+published just after the snapshot was taken may have been published before the
+reader's subscription reached the writer, and would never arrive.  Messages on one
+stream arrive in the order they were published, so receiving a delta ``s`` proves
+that every delta from ``s`` on will arrive, and a heartbeat ``h`` that every delta
+after ``h`` will.  With a snapshot at ``n`` the replica is complete when the first
+such proof is a delta ``s <= n + 1`` or a heartbeat ``h <= n``; a delta beyond
+``n + 1`` is a gap and a heartbeat beyond ``n`` means deltas were missed.  (The
+writer publishes a heartbeat right after serving a snapshot, so confirming takes
+milliseconds, not a heartbeat period.)
+
+Resync (a fresh snapshot; the replica keeps its data until the snapshot arrives,
+and :attr:`in_sync` is False meanwhile) happens on:
+
+- a gap: a delta whose ``seq`` is more than one past the replica's;
+- a heartbeat ahead of the replica (the deltas in between were lost);
+- a delta or heartbeat from another writer session (the writer restarted);
+- a snapshot that does not arrive within ``snapshot_timeout`` (asked again);
+- more than ``max_buffer`` messages buffered while waiting for a snapshot.
+
+Keys must be hashable (str, bytes, int, tuples of them); values anything.
+Inputs return lists of events; nothing here reads a clock or touches a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable
+
+IDLE = "idle"
+AWAITING = "awaiting-snapshot"
+CONFIRMING = "confirming"
+IN_SYNC = "in-sync"
+
+# resync reasons (also the counter names the shell uses)
+GAP = "gap"
+HEARTBEAT_AHEAD = "heartbeat-ahead"
+SESSION_CHANGED = "writer-session-changed"
+SNAPSHOT_TIMEOUT = "snapshot-timeout"
+BUFFER_OVERFLOW = "buffer-overflow"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequested:
+    """Send a snapshot request tagged ``request``; ignore replies to older ones."""
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    key: Hashable
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDeleted:
+    key: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class SyncGained:
+    seq: int
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLost:
+    reason: str
+
+
+Event = SnapshotRequested | KeySet | KeyDeleted | SyncGained | SyncLost
+
+
+class ReplicaError(Exception):
+    """The caller drove the machine in a way it does not support."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Delta:
+    session: str
+    seq: int
+    key: Hashable
+    value: Any
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Heartbeat:
+    session: str
+    seq: int
+
+
+class ReplicaReader:
+    """The reader side of one stream.  See the module docstring."""
+
+    def __init__(self, *, snapshot_timeout: float = 5.0, max_buffer: int = 100_000) -> None:
+        self.snapshot_timeout = snapshot_timeout
+        self.max_buffer = max_buffer
+        self.state = IDLE
+        self.data: dict[Hashable, Any] = {}
+        self.seq: int | None = None          # the writer seq the replica reflects
+        self.session: str | None = None      # the writer session it came from
+        self.resyncs: dict[str, int] = {}    # reason -> count
+        self._request = 0
+        self._deadline: float | None = None
+        self._buffer: list[_Delta | _Heartbeat] = []
+        self._overflow = False
+        self._snap: dict[Hashable, Any] = {}
+
+    @property
+    def in_sync(self) -> bool:
+        """True while the replica is known to equal the writer's table at ``seq``."""
+        return self.state == IN_SYNC
+
+    @property
+    def request(self) -> int:
+        """The id of the snapshot request currently awaited (0 before start)."""
+        return self._request
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> list[Event]:
+        if self.state != IDLE:
+            raise ReplicaError("already started")
+        return self._resync(now, None)
+
+    def delta(self, session: str, seq: int, key: Hashable, value: Any = None, *,
+              deleted: bool = False, now: float) -> list[Event]:
+        """A published change: ``key`` set to ``value``, or deleted."""
+        return self._feed(_Delta(session, seq, key, value, deleted), now)
+
+    def heartbeat(self, session: str, seq: int, now: float) -> list[Event]:
+        """The writer's periodic statement of its current ``seq``."""
+        return self._feed(_Heartbeat(session, seq), now)
+
+    def snapshot_items(self, request: int, items: Iterable[tuple[Hashable, Any]]) -> None:
+        """One chunk of the snapshot answering ``request`` (stale requests ignored)."""
+        if self.state == AWAITING and request == self._request:
+            self._snap.update(items)
+
+    def snapshot_end(self, request: int, session: str, seq: int, now: float) -> list[Event]:
+        """The snapshot answering ``request`` is complete: the writer was at ``seq``."""
+        if self.state != AWAITING or request != self._request:
+            return []
+        events = self._replace(self._snap)
+        self._snap = {}
+        self.seq = seq
+        self.session = session
+        self._deadline = None
+        self.state = CONFIRMING
+        buffered, self._buffer = self._buffer, []
+        if self._overflow:
+            self._overflow = False
+            return events + self._resync(now, BUFFER_OVERFLOW)
+        for msg in buffered:
+            if msg.session != session:
+                continue  # an older writer's (or a newer one's: its heartbeat will come)
+            events += self._live(msg, now)
+            if self.state == AWAITING:  # the replay found a gap: stop here
+                break
+        return events
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` next wants to run, or None."""
+        return self._deadline
+
+    def handle_timer(self, now: float) -> list[Event]:
+        if self._deadline is not None and now >= self._deadline and self.state == AWAITING:
+            return self._resync(now, SNAPSHOT_TIMEOUT)
+        return []
+
+    # --------------------------------------------------------------- internals
+
+    def _feed(self, msg: _Delta | _Heartbeat, now: float) -> list[Event]:
+        if self.state == IDLE:
+            return []
+        if self.state == AWAITING:
+            if len(self._buffer) >= self.max_buffer:
+                self._overflow = True
+                self._buffer.clear()
+            elif not self._overflow:
+                self._buffer.append(msg)
+            return []
+        return self._live(msg, now)
+
+    def _live(self, msg: _Delta | _Heartbeat, now: float) -> list[Event]:
+        """A message in state confirming or in-sync."""
+        if msg.session != self.session:
+            return self._resync(now, SESSION_CHANGED)
+        assert self.seq is not None
+        events: list[Event] = []
+        if isinstance(msg, _Heartbeat):
+            if msg.seq > self.seq:
+                return self._resync(now, HEARTBEAT_AHEAD)
+        else:
+            if msg.seq > self.seq + 1:
+                return self._resync(now, GAP)
+            if msg.seq == self.seq + 1:
+                events.append(self._apply(msg))
+            # else: already in the snapshot (or a duplicate)
+        if self.state == CONFIRMING:
+            self.state = IN_SYNC
+            events.append(SyncGained(self.seq, self.session))
+        return events
+
+    def _apply(self, d: _Delta) -> Event:
+        self.seq = d.seq
+        if d.deleted:
+            self.data.pop(d.key, None)
+            return KeyDeleted(d.key)
+        self.data[d.key] = d.value
+        return KeySet(d.key, d.value)
+
+    def _replace(self, snap: dict[Hashable, Any]) -> list[Event]:
+        """Make ``data`` equal ``snap``; the events say what changed."""
+        old = self.data
+        events: list[Event] = [KeyDeleted(k) for k in old if k not in snap]
+        missing = object()
+        events += [KeySet(k, v) for k, v in snap.items() if old.get(k, missing) != v]
+        self.data = snap
+        return events
+
+    def _resync(self, now: float, reason: str | None) -> list[Event]:
+        events: list[Event] = []
+        if reason is not None:
+            self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
+            if self.state == IN_SYNC:
+                events.append(SyncLost(reason))
+        self.state = AWAITING
+        self._request += 1
+        self._deadline = now + self.snapshot_timeout
+        self._buffer = []
+        self._overflow = False
+        self._snap = {}
+        events.append(SnapshotRequested(self._request))
+        return events
