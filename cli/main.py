@@ -21,6 +21,7 @@ VERB_MODULES = [
     "cli.hash_cmd",
     "cli.lig_cmd",
     "cli.show_cmd",
+    "cli.configcheck_cmd",
 ]
 
 

@@ -147,6 +147,28 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop_start(args: argparse.Namespace) -> int:
+    """`decent stop ROLE[:N]` / `decent start ROLE[:N]`: for maintenance.  A stopped
+    instance stays stopped (supervisord and the watchdog leave it alone) until
+    `decent start` or `decent up`."""
+    cfg, _ = load_config(args)
+    targets = parse_target(cfg, args.target)
+    proxy = supervise.require_running(cfg)
+    for role, n in targets:
+        full = f"{cfg.node.name}:{supervise.program_name(role, n)}"
+        try:
+            if args.verb == "stop":
+                proxy.supervisor.stopProcess(full, True)
+            else:
+                proxy.supervisor.startProcess(full, True)
+        except Exception as exc:  # xmlrpc Fault: NOT_RUNNING, ALREADY_STARTED, ...
+            text = getattr(exc, "faultString", repr(exc))
+            if "NOT_RUNNING" not in text and "ALREADY_STARTED" not in text:
+                raise UserError(f"{args.verb} {role}:{n}: {text}", 1) from None
+        print(f"{role}:{n}: {'stopped' if args.verb == 'stop' else 'started'}")
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args)
     if args.target == "supervisord":
@@ -232,6 +254,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for each instance to be RUNNING again (default 30)")
     p.set_defaults(func=cmd_restart)
+
+    for verb, text in (("stop", "stop ROLE or ROLE:N (it stays stopped until `decent start`)"),
+                       ("start", "start ROLE or ROLE:N again")):
+        p = sub.add_parser(verb, help=text)
+        add_config_option(p)
+        p.add_argument("target", metavar="ROLE[:N]")
+        p.set_defaults(func=cmd_stop_start)
 
     p = sub.add_parser("logs", help="tail the log of ROLE[:N] (or 'supervisord')")
     add_config_option(p)

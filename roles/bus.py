@@ -105,7 +105,6 @@ def take_lock(path: str) -> int:
 
 async def main(ctx: RoleContext) -> None:
     ep = ctx.endpoints
-    os.makedirs(ep.state_dir, mode=0o700, exist_ok=True)
     lock_fd = take_lock(ep.path("bus.lock"))
     proxies = [Proxy(ctx, "pubsub", zmq.XSUB, ep.bus_in, zmq.XPUB, ep.bus_out),
                Proxy(ctx, "sendq", zmq.PULL, ep.sendq_in, zmq.PUSH, ep.sendq_out)]

@@ -120,6 +120,7 @@ async def main(ctx: RoleContext) -> None:
                         rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst)
     shards = max(1, cfg.count("map_server"))
     readers: list[CloneReader] = []
+    synced = asyncio.Event()
 
     def sync_changed(_arg=None) -> None:
         was = resolver.in_sync
@@ -129,11 +130,25 @@ async def main(ctx: RoleContext) -> None:
                          len(table))
         ctx.counters.set("in_sync", int(resolver.in_sync))
         ctx.counters.set("registrations", len(table))
+        if resolver.in_sync:
+            synced.set()
 
     for shard in range(shards):
         r = CloneReader(ctx, topics.ms_stream(shard), on_set=table.set, on_delete=table.delete,
                         on_sync=sync_changed, on_unsync=sync_changed)
         readers.append(r)
+    await ctx.bus.ready(timeout=5.0)
+    for r in readers:
+        r.start()
+    if not readers:
+        sync_changed()
+    # Bind only once the replica is in sync: until then the kernel keeps sending
+    # this address's requests to the sibling workers that can answer them.
+    while not synced.is_set():
+        try:
+            await asyncio.wait_for(synced.wait(), 10.0)
+        except asyncio.TimeoutError:
+            ctx.log.warning("replica not in sync yet; not serving UDP %d", port)
     loop = asyncio.get_running_loop()
     transports = {}
     for rloc in cfg.node.rlocs:
@@ -144,9 +159,6 @@ async def main(ctx: RoleContext) -> None:
         sock.bind((str(rloc), port))
         tr, _ = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r), sock=sock)
         transports[str(rloc)] = tr
-    await ctx.bus.ready(timeout=5.0)
-    for r in readers:
-        r.start()
     ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
 
     async def send_queued() -> None:

@@ -160,8 +160,13 @@ def run_role(role: str, main: Callable[[RoleContext], Awaitable[None]],
     log = _make_logger(f"{role}:{args.instance}", level)
     try:
         endpoints = Endpoints(cfg.node.state_dir)
+        os.makedirs(endpoints.state_dir, mode=0o700, exist_ok=True)
     except EndpointError as exc:
         print(f"{role}: {args.config}: node.state_dir: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{role}: {args.config}: node.state_dir: cannot create {cfg.node.state_dir}: "
+              f"{exc.strerror}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_amain(role, args.instance, cfg, log, endpoints, main))
