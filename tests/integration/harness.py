@@ -33,7 +33,7 @@ map_notify_retry_initial = 0.5
 map_notify_retry_max = 2
 map_request_retry = 0.5
 heartbeat_interval = 0.5
-watchdog_timeout = 10
+watchdog_timeout = 3
 snapshot_timeout = 2
 """
 

@@ -50,6 +50,15 @@ accept_more_specifics = true
 [[site.prefix]]
 eid = "10.5.0.0/16"
 
+[[site]]
+name = "oor"                     # a peer that signs with HMAC-SHA-1 (Key ID field 0x0001)
+[[site.key]]
+id = 0
+alg = "hmac-sha-1-96"
+secret = "oor-secret"
+[[site.prefix]]
+eid = "10.6.0.0/16"
+
 [[database_mapping]]
 eid = "10.1.1.0/24"
 [[database_mapping]]
@@ -130,6 +139,46 @@ def test_wrong_key_outside_prefix_and_replay_refused(node):
     bye = register(["[0]10.1.9.0/24"], nonce=nonce + 3, key=SECRET.encode(), xtr=b"\x42" * 16, ttl=0)
     assert udp_exchange(MR, bye, src=RLOC, timeout=2.0) is not None
     poll(lambda: "[0]10.1.9.0/24" not in reg_keys(node), 5, what="withdrawal")
+
+
+def test_interop_sha1_key_field_0x0001_notify_to_source_port(node):
+    """Open Overlay Router style: Key ID 0 / Algorithm 1 with a 20-byte HMAC-SHA-1, and
+    the Map-Notify expected at the Map-Register's source port (not 4342)."""
+    from common.auth import verify
+    from common.messages import decode_message
+    data = register(["[0]10.6.0.0/16"], nonce=time.time_ns(), key=b"oor-secret", alg=1,
+                    xtr=b"\x07" * 16, proxy=True)
+    assert data[12:16] == b"\x00\x01\x00\x14"
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((RLOC, 0))
+        s.settimeout(2.0)
+        s.sendto(data, MR)
+        notify, frm = s.recvfrom(65535)  # arrives at our (ephemeral) source port
+    finally:
+        s.close()
+    assert frm == MR
+    n = decode_message(notify)
+    assert type(n).__name__ == "MapNotify" and n.alg_id == 1 and len(n.auth_data) == 20
+    assert verify(notify, b"oor-secret")
+    r = node.wait_lig("10.6.1.1", "[0]10.6.0.0/16")
+    assert not r["authoritative"] and r["rlocs"][0]["address"] == "192.0.2.1"  # a proxy reply
+    bye = register(["[0]10.6.0.0/16"], nonce=time.time_ns(), key=b"oor-secret", alg=1,
+                   xtr=b"\x07" * 16, ttl=0)
+    assert udp_exchange(MR, bye, src=RLOC, timeout=2.0) is not None
+
+
+def test_hung_role_is_restarted_by_the_watchdog(node):
+    """SIGSTOP: the process exists but stops heartbeating; the watchdog restarts it."""
+    victim = node.pid("itr:0")
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        poll(lambda: node.status()["itr:0"]["pid"] not in (None, victim)
+             and node.status()["itr:0"]["state"] == "RUNNING", 30, what="watchdog restart")
+    finally:
+        if pid_alive(victim):
+            os.kill(victim, signal.SIGKILL)
 
 
 def test_two_workers_both_answer_and_survive_one_killed(node):
