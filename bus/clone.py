@@ -195,9 +195,12 @@ class CloneReader:
         self._fetch: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self.last_heard: float | None = None  # time.monotonic() of the stream's last message
 
     @property
     def in_sync(self) -> bool:
+        """True while the replica is known complete (see :mod:`common.replica`).  It
+        stays True if the writer goes quiet: check :attr:`last_heard` for that."""
         return self.machine.in_sync
 
     @property
@@ -215,7 +218,7 @@ class CloneReader:
         self._handle(self.machine.start(time.monotonic()))
 
     def _on_message(self, _topic: str, header: Any, body: Any) -> None:
-        now = time.monotonic()
+        now = self.last_heard = time.monotonic()
         if header.type == HEARTBEAT:
             if header.seq is not None:
                 self._handle(self.machine.heartbeat(header.src.session, header.seq, now))

@@ -16,8 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
@@ -26,15 +25,16 @@ BUS_PROTOCOL_VERSION = 1
 # "family.event", lowercase; families and events may contain '-' and '_'
 _TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+\Z")
 
-_packer_opts = {"use_bin_type": True}
+# One Packer reused: cheaper than msgpack.packb per call.  Not thread-safe; the bus
+# client is used from one event loop thread per process.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class EnvelopeError(ValueError):
     """A bus message that is not a valid envelope (wrong frames, bad msgpack, bad header)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Who published: role name, instance number and the process's session id."""
     role: str
     instance: int
@@ -44,9 +44,10 @@ class Source:
         return f"{self.role}:{self.instance}"
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """An envelope header.  ``id`` is unique per message (``<session>:<n>``)."""
+class Header(NamedTuple):
+    """An envelope header.  ``id`` is unique per message (``<session>:<n>``).
+
+    A named tuple: immutable, and cheap to build on every received message."""
     type: str
     id: str
     src: Source
@@ -96,8 +97,7 @@ class Stamper:
 
 def encode(topic: str, header: Header, body: Any) -> list[bytes]:
     """The three frames of a message.  ``body`` must be msgpack-able."""
-    return [topic.encode(), msgpack.packb(header.to_wire(), **_packer_opts),
-            msgpack.packb(body, **_packer_opts)]
+    return [topic.encode(), _pack(header.to_wire()), _pack(body)]
 
 
 def decode_header(frames: Sequence[bytes]) -> tuple[str, Header]:
@@ -139,6 +139,24 @@ def _field(raw: dict, name: str, kind: type | tuple[type, ...], required: bool =
 
 
 def _header(raw: dict) -> Header:
+    # fast path for the common, well-formed header; anything odd takes the careful path
+    get = raw.get
+    v, type_, id_, src, ts = get("v"), get("type"), get("id"), get("src"), get("ts")
+    schema, stream, seq, parent = get("schema"), get("stream"), get("seq"), get("parent")
+    if (type(v) is int and v >= 1 and type(type_) is str and type(id_) is str
+            and type(src) is dict and type(ts) in (float, int)
+            and (schema is None or type(schema) is int)
+            and (stream is None or type(stream) is str)
+            and (seq is None or type(seq) is int)
+            and (parent is None or type(parent) is str)):
+        role, inst, session = src.get("role"), src.get("instance"), src.get("session")
+        if type(role) is str and type(inst) is int and type(session) is str:
+            return Header(type_, id_, Source(role, inst, session), float(ts),
+                          1 if schema is None else schema, stream, seq, parent, v)
+    return _header_checked(raw)
+
+
+def _header_checked(raw: dict) -> Header:
     v = _field(raw, "v", int)
     if v < 1:
         raise EnvelopeError(f"header.v: {v} is not a protocol version")

@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("eidspec", metavar="EIDSPEC",
                    help="[<iid>]<address>[/<len>] or [<iid>]<group>/<gml>-<source>/<sml>")
     add_config_option(p)
+    p.add_argument("--decent", action="store_true",
+                   help="pull mode: ask the EID's index set (round robin), as this node's ITR would")
     p.add_argument("--mr", metavar="ADDR[:PORT]",
                    help="Map-Resolver to ask (default: the config's first itr.map_resolvers)")
     p.add_argument("--count", metavar="N", default="3", help="attempts (default 3)")
@@ -159,9 +161,14 @@ def run(args: argparse.Namespace) -> int:
     timeout = _seconds(args.timeout)
     mr = parse_mr(args.mr) if args.mr is not None else None
     cfg, _path = load_config(args)
+    mrs = None
+    if getattr(args, "decent", False):
+        mrs = decent_resolvers(cfg, eid)
+        mr = mrs[0]
     if mr is None:
         ep = cfg.itr.map_resolvers[0] if cfg.itr.map_resolvers else None
         mr = (ep.address, ep.port) if ep else (cfg.node.rlocs[0], cfg.node.control_port)
+    mrs = [m for m in (mrs or [mr]) if m[0].version == mr[0].version]
     rloc = next((a for a in cfg.node.rlocs if a.version == mr[0].version), None)
     if rloc is None:
         raise UserError(f"node {cfg.node.name!r} has no IPv{mr[0].version} RLOC to ask "
@@ -180,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         sent: dict[int, float] = {}
         if not args.json:
             print(f"Send map-request to {_hostport(mr)} for {format_eid(eid)} ...", flush=True)
-        for _ in range(count):
+        for attempt in range(count):
+            mr = mrs[attempt % len(mrs)]   # --decent: round robin over the index's set
             nonce = secrets.randbits(64)
             data = build_map_request_ecm(eid, nonce, (rloc,) + tuple(
                 a for a in cfg.node.rlocs if a != rloc), port, fallback_dst=mr[0])
@@ -189,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
                 sock.sendto(data, (str(mr[0]), mr[1]))
             except OSError as exc:
                 raise UserError(f"cannot send to {_hostport(mr)}: {exc.strerror or exc}", 1) from None
+            if args.decent and not args.json and attempt:
+                print(f"Send map-request to {_hostport(mr)} for {format_eid(eid)} ...", flush=True)
             got = _wait(sock, sent, time.monotonic() + timeout)
             if got is not None:
                 reply, src, rtt_ms = got
@@ -197,6 +207,34 @@ def run(args: argparse.Namespace) -> int:
                 return 0
     raise UserError(f"no map-reply from {_hostport(mr)} for {format_eid(eid)} "
                     f"after {count} attempt(s) of {timeout:g} s", 1)
+
+
+def decent_resolvers(cfg, eid: Eid) -> list:
+    """The Map-Resolvers an ITR of this node would use for ``eid`` in pull mode: the
+    addresses of its index's DNS set, as this node's discovery role last saw them."""
+    from cli.busquery import query
+    from common import seeds
+    from common.pull import PullView
+    if cfg.decent.mode != "pull":
+        raise UserError(f"--decent needs a pull-mode node (decent.mode is {cfg.decent.mode!r})")
+    answers = query(cfg, seeds.QUERY_TOPIC, {})
+    if not answers:
+        raise UserError("the discovery role did not answer; is the node up?", 1)
+    p = cfg.decent.pull
+    view = PullView(p.modulus, p.hash_mode, p.hash_mask, cfg.node.rlocs)
+    view.update(seeds.sets_from_clone({int(k): v for k, v in _table(answers[0]).items()}))
+    index = view.index(eid)
+    addrs = view.sets.get(index, ())
+    if not addrs:
+        raise UserError(f"index {index} ({index}.{p.suffix}) has no servers", 1)
+    start = secrets.randbelow(len(addrs))
+    addrs = addrs[start:] + addrs[:start]
+    return [(ip_address(a), cfg.node.control_port) for a in addrs]
+
+
+def _table(answer) -> dict:
+    """discovery.answered body -> index -> entry (entries carry ``addrs``)."""
+    return {e["index"]: e for e in answer.get("entries", ()) if isinstance(e, dict)}
 
 
 def _wait(sock: socket.socket, sent: dict, deadline: float):

@@ -120,13 +120,16 @@ class EtrMachine:
     """
 
     def __init__(self, mappings, map_servers, *, own_rlocs, xtr_id: bytes, site_id: bytes,
-                 nonce_start: int, timers=None) -> None:
+                 nonce_start: int = 0, timers=None, nonce_source=None) -> None:
         self.timers = timers if timers is not None else default_timers()
         self.own_rlocs = tuple(own_rlocs)
         self.xtr_id = xtr_id
         self.site_id = site_id
         self.mappings = tuple(mappings)
         self._nonce = nonce_start & NONCE_MASK
+        # several machines of one xTR (pull mode: one per index) share one counter,
+        # since a Map-Server checks nonces per xTR-ID and key
+        self._nonce_source = nonce_source
         self._records = tuple(self._record(m) for m in self.mappings)
         self._batches = self._make_batches()
         self._servers: dict[tuple, _ServerState] = {}
@@ -157,6 +160,8 @@ class EtrMachine:
         return tuple(out)
 
     def _next_nonce(self) -> int:
+        if self._nonce_source is not None:
+            return self._nonce_source() & NONCE_MASK
         n = self._nonce
         self._nonce = (self._nonce + 1) & NONCE_MASK
         return n

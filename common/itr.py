@@ -148,6 +148,7 @@ class ItrMachine:
         self.itr_port = itr_port
         self.timers = timers if timers is not None else default_timers()
         self.smr_interval = smr_interval
+        self.resolvers_for = None     # optional: eid -> Map-Resolver endpoints for it
         self.cache = MapCache(infinite_ttl=infinite_ttl)
         self._pending: dict[Eid, _Pending] = {}
         self._by_nonce: dict[int, Eid] = {}
@@ -201,7 +202,10 @@ class ItrMachine:
         nonce = self.nonce_source() & 0xFFFFFFFFFFFFFFFF
         p.nonces.add(nonce)
         self._by_nonce[nonce] = p.eid
-        mr = self.map_resolvers[p.mr_index % len(self.map_resolvers)]
+        mrs = self.map_resolvers
+        if self.resolvers_for is not None:  # pull mode: the EID's index set
+            mrs = tuple(_endpoint(m) for m in self.resolvers_for(p.eid)) or mrs
+        mr = mrs[p.mr_index % len(mrs)]
         self._out.append((mr[0], mr[1], self._ecm(p, nonce, mr[0])))
         p.attempts += 1
         p.next_send = now + self.timers.map_request_retry

@@ -19,9 +19,10 @@ program and reports back what it did:
 Only instances that have heartbeated are tracked: what never spoke is
 supervisord's business (startsecs, startretries), not the watchdog's.
 
-Heartbeats travel through the ``bus`` role, so when the bus itself is silent the
-others' silence proves nothing: then only the bus may be restarted, and once the
-bus is heard again every other instance gets a fresh ``timeout`` to be heard too.
+Heartbeats travel through the ``bus`` role, so when the bus itself has been silent
+for ``path_gap`` seconds (a few heartbeats) the others' silence proves nothing:
+then only the bus may be restarted, and once the bus is heard again every other
+instance gets a fresh ``timeout`` to be heard too.
 """
 
 from __future__ import annotations

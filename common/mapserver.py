@@ -83,7 +83,8 @@ class MapServer:
         self._heap: list[tuple[float, str]] = []
         self.nonces: dict[str, int] = {}
         self.raw: dict[str, bytes] = {}
-        # pull mode hook: accept_index(eid) -> bool (None = serve everything)
+        # pull mode hook: accept_index(eid) -> True/False, or None while the DNS seeds
+        # are not known yet (None instead of a function: serve everything)
         self.accept_index = accept_index
 
     # -- site lookup --------------------------------------------------------------
@@ -136,9 +137,11 @@ class MapServer:
             if s2 is not site or not allowed:
                 res.refused.append((eid, "prefix-not-allowed"))
                 continue
-            if self.accept_index is not None and rec.ttl != 0 and not self.accept_index(eid):
-                res.refused.append((eid, "index-not-served"))
-                continue
+            if self.accept_index is not None and rec.ttl != 0:
+                served = self.accept_index(eid)  # True / False / None: seeds not known yet
+                if not served:
+                    res.refused.append((eid, "seeds-unknown" if served is None else "index-not-served"))
+                    continue
             self._apply_record(msg, rec, eid, xtr, src, now, data, res)
         if len(res.refused) == len(msg.records):
             reason = res.refused[0][1]

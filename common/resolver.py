@@ -91,7 +91,7 @@ class Resolver:
         self.proxy_ttl = proxy_ttl
         self.limiter = RateLimiter(rate, burst)
         self.serves = serves              # pull mode: eid -> bool; None = serve everything
-        self.forward_to = forward_to      # pull mode: eid -> address of the serving set, or None
+        self.forward_to = forward_to      # pull mode: (eid, ip version) -> an address of the serving set
         self.neg_floor = neg_floor        # pull mode: eid -> minimum negative prefix length
         self.in_sync = False
 
@@ -122,7 +122,7 @@ class Resolver:
             return [Drop("not-in-sync")]
         eid = inner.records[0].prefix
         if not msg.to_ms and self.serves is not None and not self.serves(eid):
-            target = self.forward_to(eid) if self.forward_to else None
+            target = self.forward_to(eid, ip_address(local).version) if self.forward_to else None
             if target is None:
                 return [Drop("no-serving-set", str(eid))]
             return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]

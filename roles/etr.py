@@ -14,26 +14,75 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from ipaddress import ip_address
+from types import SimpleNamespace
 
 from bus import topics
 from common.ecm import Ecm
 from common.errors import DecodeError
 from common.etr import EtrMachine
 from common.messages import MapRequest, decode_message
+from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.udp import open_sockets, send
 
 
+class Machines:
+    """The node's EtrMachine, or in pull mode one per index (each registering that
+    index's mappings to that index's DNS set), sharing one nonce counter."""
+
+    def __init__(self, cfg, pull) -> None:
+        self.cfg, self.pull = cfg, pull
+        start = time.time_ns()
+        self._nonce = start
+
+        def next_nonce() -> int:
+            self._nonce += 1
+            return self._nonce
+
+        common = dict(own_rlocs=cfg.node.rlocs, xtr_id=cfg.node.xtr_id, site_id=cfg.node.site_id,
+                      timers=cfg.timers, nonce_source=next_nonce)
+        if pull is None:
+            self.by_index = {None: EtrMachine(cfg.database_mappings, cfg.etr.map_servers, **common)}
+        else:
+            groups: dict = {}
+            for m in cfg.database_mappings:
+                groups.setdefault(pull.view.index(m.eid), []).append(m)
+            self.by_index = {i: EtrMachine(ms, (), **common) for i, ms in groups.items()}
+
+    def all(self):
+        return self.by_index.values()
+
+    def refs(self, index: int) -> list:
+        key = self.cfg.etr.decent_key
+        port = self.cfg.node.control_port
+        return [SimpleNamespace(address=ip_address(a), port=port, key=key)
+                for a in self.pull.view.sets.get(index, ())]
+
+    def sets_changed(self, now: float) -> None:
+        for i, m in self.by_index.items():
+            m.set_map_servers(self.refs(i), now, withdraw=True)
+
+    def handle_map_notify(self, data, src, now) -> bool:
+        return any(m.handle_map_notify(data, src[0], src[1], now) for m in self.all())
+
+    def handle_map_request(self, req, reply_to, now, local):
+        for m in self.all():
+            out = m.handle_map_request(req, reply_to, now, local_addr=local)
+            if out is not None:
+                return out
+        return None
+
+
 async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
-    etr = EtrMachine(cfg.database_mappings, cfg.etr.map_servers, own_rlocs=cfg.node.rlocs,
-                     xtr_id=cfg.node.xtr_id, site_id=cfg.node.site_id,
-                     nonce_start=time.time_ns(), timers=cfg.timers)
     wake = asyncio.Event()
+    pull = pull_state(ctx, on_change=lambda old, new: (etrs.sets_changed(time.monotonic()), wake.set()))
+    etrs = Machines(cfg, pull)
 
     def on_datagram(data: bytes, src) -> None:
         if data[:1] and data[0] >> 4 == 4:
-            if etr.handle_map_notify(data, src[0], src[1], time.monotonic()):
+            if etrs.handle_map_notify(data, src, time.monotonic()):
                 ctx.counters.inc("map-notify.accepted")
             else:
                 ctx.counters.drop("map-notify-rejected", f"from {src[0]}:{src[1]}")
@@ -44,11 +93,12 @@ async def main(ctx: RoleContext) -> None:
     socks = await open_sockets(cfg.node.rlocs, on_datagram, ctx.counters)
 
     def flush() -> None:
-        for dst, port, data in etr.datagrams_to_send():
-            send(socks, dst, port, data, ctx.counters)
+        for etr in etrs.all():
+            for dst, port, data in etr.datagrams_to_send():
+                send(socks, str(dst), port, data, ctx.counters)
 
     def answer(req: MapRequest, reply_to, local=None) -> None:
-        out = etr.handle_map_request(req, reply_to, time.monotonic(), local_addr=local)
+        out = etrs.handle_map_request(req, reply_to, time.monotonic(), local)
         if out is None:
             ctx.counters.drop("map-request-not-ours", str(req.records[0].prefix) if req.records else "")
             return
@@ -71,30 +121,43 @@ async def main(ctx: RoleContext) -> None:
         elif isinstance(msg, MapRequest):
             pass  # SMRs are the ITR's
         elif topic.startswith(topics.rx(topics.MAP_NOTIFY)):
-            etr.handle_map_notify(data, src[0], src[1], time.monotonic())
+            etrs.handle_map_notify(data, src, time.monotonic())
             wake.set()
 
     def on_query(_t, _h, body) -> None:
         if isinstance(body, dict) and isinstance(body.get("reply"), str):
-            ctx.bus.publish(body["reply"], "etr.answered", {"servers": etr.status()})
+            servers = {}
+            for m in etrs.all():
+                servers.update(m.status())
+            ctx.bus.publish(body["reply"], "etr.answered", {"servers": servers})
 
     for t in (topics.rx(topics.ECM_ETR), topics.rx(topics.MAP_REQUEST), topics.rx(topics.MAP_NOTIFY)):
         ctx.bus.subscribe(t, on_punt)
     ctx.bus.subscribe("etr.query", on_query)
     await ctx.bus.ready(timeout=5.0)
-    etr.start(time.monotonic())
+    now = time.monotonic()
+    for etr in etrs.all():
+        etr.start(now)
+    if pull is not None:
+        pull.start()
     flush()
     while True:
-        nxt = etr.next_timer()
+        timers = [t for t in (m.next_timer() for m in etrs.all()) if t is not None]
+        nxt = min(timers) if timers else None
         delay = 1.0 if nxt is None else max(0.0, nxt - time.monotonic())
         wake.clear()
         try:
             await asyncio.wait_for(wake.wait(), min(delay, 1.0))
         except asyncio.TimeoutError:
             pass
-        etr.handle_timer(time.monotonic())
+        now = time.monotonic()
+        totals: dict = {}
+        for etr in etrs.all():
+            etr.handle_timer(now)
+            for k, v in etr.counters.items():
+                totals[k] = totals.get(k, 0) + v
         flush()
-        for k, v in etr.counters.items():
+        for k, v in totals.items():
             ctx.counters.set(k, v)
 
 

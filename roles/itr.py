@@ -19,6 +19,7 @@ from common.eidtext import EidSpecError, format_eid, parse_eidspec
 from common.errors import DecodeError
 from common.itr import ItrMachine, Resolved, ResolveFailed
 from common.messages import MapRequest, decode_message
+from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.udp import open_sockets, send
 
@@ -27,6 +28,12 @@ async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
     itr = ItrMachine(own_rlocs=cfg.node.rlocs, map_resolvers=cfg.itr.map_resolvers,
                      nonce_source=lambda: secrets.randbits(64), timers=cfg.timers)
+    pull = pull_state(ctx)
+    if pull is not None:
+        # pull mode: a Map-Request goes to its EID's index set, round robin, failing over
+        port = cfg.node.control_port
+        itr.resolvers_for = lambda eid: [(a, port) for a in pull.view.servers(eid)]
+        pull.start()
     waiters: dict = {}   # eid -> [reply topics]
     wake = asyncio.Event()
 

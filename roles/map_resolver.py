@@ -25,6 +25,7 @@ from bus import topics
 from bus.clone import CloneReader
 from common.regtable import PrefixSet, RegistrationTable
 from common.resolver import Drop, Punt, Resolver, Send
+from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
 
@@ -118,13 +119,17 @@ async def main(ctx: RoleContext) -> None:
                         neg_ttl_unregistered=max(1, round(t.negative_ttl_unregistered / 60)),
                         proxy_ttl=cfg.map_server.proxy_reply_ttl,
                         rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst)
-    shards = max(1, cfg.count("map_server"))
+    shards = cfg.count("map_server")
     readers: list[CloneReader] = []
     synced = asyncio.Event()
+    pull = pull_state(ctx)
+    if pull is not None:
+        v = pull.view
+        resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
 
     def sync_changed(_arg=None) -> None:
         was = resolver.in_sync
-        resolver.in_sync = all(r.in_sync for r in readers)
+        resolver.in_sync = all(r.in_sync for r in readers) and (pull is None or pull.in_sync)
         if resolver.in_sync != was:
             ctx.log.info("replica %s (%d registrations)", "in sync" if resolver.in_sync else "NOT in sync",
                          len(table))
@@ -140,8 +145,10 @@ async def main(ctx: RoleContext) -> None:
     await ctx.bus.ready(timeout=5.0)
     for r in readers:
         r.start()
-    if not readers:
-        sync_changed()
+    if pull is not None:
+        pull.on_sync_changed = sync_changed
+        pull.start()
+    sync_changed()
     # Bind only once the replica is in sync: until then the kernel keeps sending
     # this address's requests to the sibling workers that can answer them.
     while not synced.is_set():

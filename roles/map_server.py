@@ -20,6 +20,7 @@ from bus.clone import CloneWriter
 from common.eidtext import format_eid
 from common.mapserver import MapServer
 from roles.ms_store import RegistrationStore
+from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.sites import policies
 
@@ -30,6 +31,11 @@ async def main(ctx: RoleContext) -> None:
     cfg, shard = ctx.cfg, ctx.instance
     t = cfg.timers
     ms = MapServer(policies(cfg, shard), lifetime=t.registration_lifetime, grace=t.restart_grace)
+    pull = pull_state(ctx)
+    if pull is not None:
+        # a node serves the indexes whose DNS set holds one of its RLOCs (DESIGN.md 6)
+        ms.accept_index = lambda eid: pull.view.serves(eid) if pull.in_sync else None
+        pull.start()
     store = RegistrationStore(cfg.state_path(f"map_server_{shard}.sqlite"), cfg.map_server.sync)
     rows, nonces = store.load()
     ms.restore(rows, nonces, time.monotonic())
@@ -58,10 +64,22 @@ async def main(ctx: RoleContext) -> None:
         now = time.monotonic()
         res = ms.handle_register(data, (addr, int(port)), now)
         if not res.accepted:
-            ctx.counters.drop(f"register.{res.reason}", f"from {addr} (site {res.site or '-'})")
+            detail = f"from {addr} (site {res.site or '-'})"
+            for eid, why in res.refused:
+                detail += f"; {format_eid(eid)}: {why}"
+                if why == "index-not-served":
+                    detail += (f" (index {pull.view.index(eid)}; this node serves "
+                               f"{sorted(pull.view.served_indexes())}: likely a modulus or hash-mode "
+                               f"mismatch at the registrant)")
+            ctx.counters.drop(f"register.{res.reason}", detail)
             return
         for eid, why in res.refused:
-            ctx.counters.drop(f"register.record.{why}", f"{eid} from {addr} (site {res.site})")
+            detail = f"{format_eid(eid)} from {addr} (site {res.site})"
+            if why == "index-not-served":
+                detail += (f": hashes to index {pull.view.index(eid)}, which this node does not serve "
+                           f"(serves {sorted(pull.view.served_indexes())}) - likely a modulus or "
+                           f"hash-mode mismatch at the registrant")
+            ctx.counters.drop(f"register.record.{why}", detail)
         for w in res.warnings:
             ctx.counters.inc(f"register.{w}")
         # durable first, then the acknowledgement, then the replicas (DESIGN.md 5)
