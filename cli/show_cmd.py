@@ -14,11 +14,11 @@ from cli.busquery import collect, query
 from cli.common import UserError
 from cli.ops_cmd import add_config_option, load_config
 
-WHAT = ("registrations", "sites", "map-cache")
+WHAT = ("registrations", "sites", "map-cache", "seeds")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("show", help="show registrations, sites or the map-cache of a running node")
+    p = sub.add_parser("show", help="show registrations, sites, the map-cache or the DNS seeds of a running node")
     p.add_argument("what", choices=WHAT)
     p.add_argument("--json", action="store_true")
     add_config_option(p)
@@ -42,6 +42,9 @@ def _ms_answers(cfg) -> list:
 
 def run_show(args) -> int:
     cfg, _ = load_config(args)
+    if args.what == "seeds":
+        from cli.seeds_cmd import show_seeds
+        return show_seeds(cfg, args.json)
     if args.what == "map-cache":
         if not cfg.roles.itr:
             raise UserError(f"node {cfg.node.name} runs no itr", 1)
