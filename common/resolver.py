@@ -94,6 +94,9 @@ class Resolver:
         self.forward_to = forward_to      # pull mode: (eid, ip version) -> an address of the serving set
         self.neg_floor = neg_floor        # pull mode: eid -> minimum negative prefix length
         self.in_sync = False
+        # optional eid -> bool: is the replica this EID's answer depends on in sync?
+        # (with several map_server shards, one shard resyncing affects only its sites)
+        self.ready = None
 
     def handle(self, data: bytes, src: tuple, local: str, now: float) -> list:
         try:
@@ -118,9 +121,9 @@ class Resolver:
             return [Punt("ecm-etr", data, src)]
         if not inner.records:
             return [Drop("no-request-records")]
-        if not self.in_sync:
-            return [Drop("not-in-sync")]
         eid = inner.records[0].prefix
+        if not (self.ready(eid) if self.ready is not None else self.in_sync):
+            return [Drop("not-in-sync")]
         if not msg.to_ms and self.serves is not None and not self.serves(eid):
             target = self.forward_to(eid, ip_address(local).version) if self.forward_to else None
             if target is None:

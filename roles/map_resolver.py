@@ -127,6 +127,19 @@ async def main(ctx: RoleContext) -> None:
         v = pull.view
         resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
 
+    site_of, shard_of_site = site_lookup(cfg), shard_for(cfg)
+
+    def ready(eid) -> bool:
+        """An EID's answer depends on its site's shard (registrations only exist inside
+        configured site prefixes, so a non-EID's negative depends on none), and in
+        pull mode on the seeds."""
+        if pull is not None and not pull.in_sync:
+            return False
+        site = site_of(eid)
+        return site is None or readers[shard_of_site(site)].in_sync
+
+    resolver.ready = ready
+
     def sync_changed(_arg=None) -> None:
         was = resolver.in_sync
         resolver.in_sync = all(r.in_sync for r in readers) and (pull is None or pull.in_sync)
@@ -138,8 +151,16 @@ async def main(ctx: RoleContext) -> None:
         if resolver.in_sync:
             synced.set()
 
+    def on_set(key, value) -> None:
+        table.set(key, value)
+        ctx.counters.set("registrations", len(table))
+
+    def on_delete(key) -> None:
+        table.delete(key)
+        ctx.counters.set("registrations", len(table))
+
     for shard in range(shards):
-        r = CloneReader(ctx, topics.ms_stream(shard), on_set=table.set, on_delete=table.delete,
+        r = CloneReader(ctx, topics.ms_stream(shard), on_set=on_set, on_delete=on_delete,
                         on_sync=sync_changed, on_unsync=sync_changed)
         readers.append(r)
     await ctx.bus.ready(timeout=5.0)

@@ -124,3 +124,36 @@ def test_rate_limit_per_source():
     assert got == ["Send"] * 5 + ["Drop"] * 3
     assert isinstance(r.handle(data, ("127.0.0.2", 1), LOCAL, 0.0)[0], Send)  # other source unaffected
     assert isinstance(r.handle(data, SRC, LOCAL, 0.2)[0], Send)             # refilled
+
+
+def test_per_eid_readiness_overrides_the_global_gate():
+    """With several shards, one shard out of sync affects only its own EIDs."""
+    _, r = setup(sync=False)
+    r.ready = lambda eid: str(eid.address).startswith("10.1.")
+    assert isinstance(r.handle(ecm_request("10.1.2.3"), SRC, LOCAL, 0)[0], Send)
+    assert r.handle(ecm_request("[1000]10.9.8.7"), SRC, LOCAL, 0) == [Drop("not-in-sync")]
+
+
+def test_pull_mode_forwards_once_with_m_bit_and_keeps_negatives_inside_the_mask():
+    from common.pull import PullView
+    from common.eidtext import parse_eidspec
+    _, r = setup()
+    v = PullView(4, "prefix", 24, ["127.0.0.1"])
+    idx = v.index(parse_eidspec("10.1.2.3"))
+    v.update({i: (("127.0.0.1",) if i != idx else ("127.0.0.9",)) for i in range(4)})
+    r.serves, r.forward_to, r.neg_floor = v.serves, v.forward_target, v.negative_floor
+    data = ecm_request("10.1.2.3")
+    [a] = r.handle(data, SRC, LOCAL, 0)
+    assert (a.dst, a.port) == ("127.0.0.9", 4342)
+    fwd = decode_message(a.data)
+    assert fwd.to_ms and not fwd.to_etr and a.data[4:] == data[4:]
+    # an M=1 request is never forwarded to another set: Map-Server treatment here
+    [a] = r.handle(ecm_request("10.1.2.3", m=True), SRC, LOCAL, 0)
+    assert isinstance(decode_message(a.data), (MapReply, Ecm))
+    assert not (isinstance(decode_message(a.data), Ecm) and decode_message(a.data).to_ms)
+    # negatives in prefix mode are never shorter than the mask
+    served = [h for h in (f"172.16.{i}.1" for i in range(40)) if v.serves(parse_eidspec(h))]
+    assert len(served) >= 5
+    for host in served:
+        m = reply_of(r.handle(ecm_request(host), SRC, LOCAL, 0))
+        assert not m.records[0].locators and m.records[0].mask_len >= 24
