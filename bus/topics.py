@@ -36,6 +36,9 @@ ECM_ETR = "ecm-etr"                # ECM with E=1 -> etr
 INFO = "info"                      # Info-Request/Reply (NAT traversal), unused so far
 OTHER = "other"                    # anything else a worker could decode
 
+DP_REPLICATE = "dp.replicate"       # a Map-Register for the push group -> dataplane
+DP_QUERY = "dp.query"
+DP_MEMBERS = "dp.members"           # the push group gained members -> etr re-registers               # push-mode membership -> `decent show members`
 HEARTBEAT = "hb"
 ITR_RESOLVE = "itr.resolve"
 DISCOVERY_SETS = "discovery.sets"

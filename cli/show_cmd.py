@@ -14,11 +14,11 @@ from cli.busquery import collect, query
 from cli.common import UserError
 from cli.ops_cmd import add_config_option, load_config
 
-WHAT = ("registrations", "sites", "map-cache", "seeds")
+WHAT = ("registrations", "sites", "map-cache", "seeds", "members")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("show", help="show registrations, sites, the map-cache or the DNS seeds of a running node")
+    p = sub.add_parser("show", help="show registrations, sites, the map-cache, DNS seeds or push-group members")
     p.add_argument("what", choices=WHAT)
     p.add_argument("--json", action="store_true")
     add_config_option(p)
@@ -45,6 +45,22 @@ def run_show(args) -> int:
     if args.what == "seeds":
         from cli.seeds_cmd import show_seeds
         return show_seeds(cfg, args.json)
+    if args.what == "members":
+        if cfg.decent.mode != "push":
+            raise UserError(f"node {cfg.node.name} is not in push mode", 1)
+        answers = query(cfg, topics.DP_QUERY, {})
+        if not answers:
+            raise UserError("the dataplane did not answer", 1)
+        a = answers[0]
+        if args.json:
+            print(json.dumps(a))
+        else:
+            print(f"group [{a['iid']}]{a['group']}: {len(a['members'])} members")
+            for m in a["members"]:
+                how = [w for w, lst in (("registered", a["registered"]), ("looked-up", a["looked_up"]))
+                       if m in lst]
+                print(f"  {m:<40} {', '.join(how) or 'self'}")
+        return 0
     if args.what == "map-cache":
         if not cfg.roles.itr:
             raise UserError(f"node {cfg.node.name} runs no itr", 1)

@@ -249,6 +249,8 @@ class PushSection:
     core_seed: bool          # this node is a member of the core seed-group
     snapshot_on_join: bool
     membership_interval: float
+    curve_secret: str | None = field(default=None, repr=False)  # Z85; the members' shared CURVE key
+    snapshot_port: int = 4344     # TCP: a member serves its stored Map-Registers here (CURVE)
 
 
 @dataclass(frozen=True)
@@ -691,7 +693,8 @@ def _itr(data: Any, node: NodeSection) -> ItrSection:
 _PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
               "resolve_max", "query_timeout")
 _PUSH_KEYS = ("group", "iid", "seed_rlocs", "seed_group", "core_seed", "snapshot_on_join",
-              "membership_interval")
+              "membership_interval", "curve_secret", "snapshot_port")
+_Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
 _DNS_NAME = re.compile(r"(?=.{1,253}\.?\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
                        r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?\Z")
 
@@ -758,7 +761,19 @@ def _push(t: _Table) -> PushSection:
         core_seed=t.get("core_seed", _bool, False),
         snapshot_on_join=t.get("snapshot_on_join", _bool, True),
         membership_interval=t.get("membership_interval", _seconds, 60.0),
+        curve_secret=_curve(t),
+        snapshot_port=t.get("snapshot_port", _int(1, 65535), 4344),
     )
+
+
+def _curve(t: _Table) -> str | None:
+    if not t.has("curve_secret"):
+        return None
+    v = t.get("curve_secret", _str)
+    if not _Z85.match(v):
+        raise ConfigError(t.at("curve_secret"), "expected a 40-character Z85 CURVE secret key "
+                                                "(python -c 'import zmq; print(zmq.curve_keypair()[1])')")
+    return v
 
 
 def _pull_warnings(decent: DecentSection, sites: tuple[Site, ...],

@@ -204,6 +204,15 @@ class EtrMachine:
             self._round(st, now)
             self._arm_retry(st, now, first=True)
 
+    def register_now(self, now: float) -> None:
+        """An extra round to every Map-Server at once (push mode: the group gained
+        members, who must learn these mappings without waiting a period)."""
+        if self._started is None:
+            return
+        for st in self._servers.values():
+            self._round(st, now)
+            self._arm_retry(st, now, first=True)
+
     def _arm_retry(self, st: _ServerState, now: float, first: bool) -> None:
         if not st.pending:
             st.retry_at = None

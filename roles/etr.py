@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import replace
 from ipaddress import ip_address
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from common.ecm import Ecm
 from common.errors import DecodeError
 from common.etr import EtrMachine
 from common.messages import MapRequest, decode_message
+from common.push import membership_register
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.udp import open_sockets, send
@@ -42,7 +44,15 @@ class Machines:
 
         common = dict(own_rlocs=cfg.node.rlocs, xtr_id=cfg.node.xtr_id, site_id=cfg.node.site_id,
                       timers=cfg.timers, nonce_source=next_nonce)
-        if pull is None:
+        self.next_nonce = next_nonce
+        if cfg.decent.mode == "push":
+            # Map-Registers go to the group: the dataplane replicates them to every
+            # member; no Map-Notify (one per member would come back)
+            maps = [replace(m, want_map_notify=False) for m in cfg.database_mappings]
+            group = SimpleNamespace(address=ip_address(str(cfg.decent.push.group)),
+                                    port=cfg.node.control_port, key=cfg.etr.decent_key)
+            self.by_index = {None: EtrMachine(maps, (group,), **common)}
+        elif pull is None:
             self.by_index = {None: EtrMachine(cfg.database_mappings, cfg.etr.map_servers, **common)}
         else:
             groups: dict = {}
@@ -92,10 +102,51 @@ async def main(ctx: RoleContext) -> None:
 
     socks = await open_sockets(cfg.node.rlocs, on_datagram, ctx.counters)
 
+    etr_port = next(iter(socks.values())).get_extra_info("sockname")[1]
+
     def flush() -> None:
         for etr in etrs.all():
             for dst, port, data in etr.datagrams_to_send():
-                send(socks, str(dst), port, data, ctx.counters)
+                if ip_address(str(dst)).is_multicast:  # push mode: to the group
+                    ctx.bus.publish(topics.DP_REPLICATE, "register.sent", {"data": data, "sport": etr_port})
+                    ctx.counters.inc("replicate.requested")
+                else:
+                    send(socks, str(dst), port, data, ctx.counters)
+
+    push = cfg.decent.push if cfg.decent.mode == "push" else None
+    announce = asyncio.Event()
+
+    def on_members(_t, _h, body) -> None:
+        now = time.monotonic()
+        for etr in etrs.all():
+            etr.register_now(now)
+        announce.set()
+        flush()
+        ctx.counters.inc("members-changed")
+
+    async def membership() -> None:
+        """Push mode: announce this node as a member of the group, to the group (the
+        dataplane replicates it), to the seeds, and to itself (bootstrap)."""
+        t = cfg.timers
+        rloc = next((r for r in cfg.node.rlocs if r.version == push.group.version), cfg.node.rlocs[0])
+        await asyncio.sleep(0.2)  # let the dataplane's subscription settle
+        key = cfg.etr.decent_key
+        started = time.monotonic()
+        while True:
+            reg = membership_register(push.iid, push.group, rloc, nonce=etrs.next_nonce(),
+                                      key_id=key.key_id, alg_id=key.alg_id, secret=key.secret_bytes,
+                                      xtr_id=cfg.node.xtr_id, site_id=cfg.node.site_id, lifetime=False)
+            # to the group, the seeds and ourselves: the dataplane sends it on the same
+            # path as our other Map-Registers, so nonces arrive in order
+            ctx.bus.publish(topics.DP_REPLICATE, "register.sent", {"data": reg, "sport": etr_port})
+            ctx.counters.inc("membership.sent")
+            fast = time.monotonic() - started < t.fast_period
+            announce.clear()
+            try:  # next period, or at once when the group gained members
+                await asyncio.wait_for(announce.wait(),
+                                       t.register_interval_fast if fast else t.register_interval)
+            except asyncio.TimeoutError:
+                pass
 
     def answer(req: MapRequest, reply_to, local=None) -> None:
         out = etrs.handle_map_request(req, reply_to, time.monotonic(), local)
@@ -140,6 +191,9 @@ async def main(ctx: RoleContext) -> None:
         etr.start(now)
     if pull is not None:
         pull.start()
+    if push is not None:
+        ctx.bus.subscribe(topics.DP_MEMBERS, on_members)
+        ctx.spawn(membership(), name="membership")
     flush()
     while True:
         timers = [t for t in (m.next_timer() for m in etrs.all()) if t is not None]

@@ -1,0 +1,330 @@
+"""The ``dataplane`` role: LISP-Decent push-mode replication (owner of UDP 4341).
+
+* A Map-Register the ETR addresses to the group G (``dp.replicate``) is sent once per
+  member RLOC, LISP-data-encapsulated (IID 0xFFFFFF, inner destination G, UDP 4341).
+* A replicated Map-Register received on 4341 is decapsulated and handed to the local
+  ``map_server`` shard as if it had arrived on 4342 (the inner source is the
+  registrant); it is never replicated again.
+* The member list is the merged RLE of the group EID in the node's own registration
+  table (replicated from the map_server shards), plus what a lookup of the group at
+  the seeds or members last returned.  The group is looked up every
+  ``decent.membership_interval`` (every second until the first answer).
+* Late joiners: a member serves its stored Map-Registers over ZeroMQ CURVE on
+  ``decent.snapshot_port``; a node that joins asks a member once and feeds each
+  Map-Register to its own Map-Server, which verifies it like a fresh registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import sqlite3
+import sys
+import time
+from ipaddress import ip_address
+
+import msgpack
+import zmq
+
+from bus import topics
+from bus.aio import AsyncSocket
+from bus.clone import CloneReader
+from common.datahdr import decapsulate_replica, encapsulate_replica
+from common.errors import DecodeError
+from common.itr import build_map_request_ecm
+from common.messages import MapReply, decode_message
+from common.push import group_eid, members_from_reply, members_of
+from common.regtable import RegistrationTable
+from roles.runtime import RoleContext, run_role
+from roles.sites import shard_for, site_lookup
+from roles.udp import open_sockets
+
+REPLICATE_TOPIC = topics.DP_REPLICATE
+QUERY_TOPIC = topics.DP_QUERY
+SNAPSHOT_VERSION = b"decent-snapshot-1"
+
+
+def curve_keys(secret_z85: str) -> tuple[bytes, bytes]:
+    secret = secret_z85.encode()
+    return zmq.curve_public(secret), secret
+
+
+class _Data(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data, addr) -> None:
+        self.on_datagram(data, addr)
+
+
+async def main(ctx: RoleContext) -> None:
+    cfg = ctx.cfg
+    push = cfg.decent.push
+    if push is None:
+        ctx.log.error('decent.mode is "%s", not "push": nothing to replicate', cfg.decent.mode)
+        await asyncio.Event().wait()
+    group = ip_address(str(push.group))
+    geid = group_eid(push.iid, group)
+    mine = [r for r in cfg.node.rlocs if r.version == group.version] or list(cfg.node.rlocs)
+    my_rloc = str(mine[0])
+    own = {str(r) for r in cfg.node.rlocs}
+    table = RegistrationTable()
+    looked_up: set[str] = set()
+    state = {"members": [], "lookups": 0, "last_lookup": None, "snapshot": None}
+    site_of, shard_of_site = site_lookup(cfg), shard_for(cfg)
+
+    def recompute(*_a) -> None:
+        members = set(members_of(table.exact(geid))) | looked_up | {my_rloc}
+        new = sorted(members, key=lambda a: (ip_address(a).version, int(ip_address(a))))
+        if new != state["members"]:
+            added = sorted(set(new) - set(state["members"]))
+            ctx.log.info("members of %s: %s", group, ", ".join(new))
+            state["members"] = new
+            if added:  # the ETR re-registers at once, so new members learn our mappings
+                ctx.bus.publish(topics.DP_MEMBERS, "members.changed", {"members": new, "added": added})
+        ctx.counters.set("members", len(new))
+
+    def on_set(k, v) -> None:
+        table.set(k, v)
+        recompute()
+
+    def on_delete(k) -> None:
+        table.delete(k)
+        recompute()
+
+    readers = [CloneReader(ctx, topics.ms_stream(i), on_set=on_set, on_delete=on_delete)
+               for i in range(cfg.count("map_server"))]
+
+    # -- UDP 4341 --------------------------------------------------------------------
+    def punt_register(reg: bytes, src: tuple, how: str) -> bool:
+        """Hand a Map-Register to the local map_server shard of its site."""
+        try:
+            msg = decode_message(reg)
+            site = next((s for s in (site_of(r.prefix) for r in msg.records) if s), None)
+        except (DecodeError, ValueError, AttributeError):
+            ctx.counters.drop(f"{how}-malformed", f"from {src[0]}")
+            return False
+        shard = shard_of_site(site) if site else 0
+        ctx.bus.publish(topics.rx(topics.MAP_REGISTER, shard), "datagram.received",
+                        {"data": reg, "src": [src[0], src[1]], "local": my_rloc, "via": how})
+        return True
+
+    def on_data(data: bytes, addr) -> None:
+        ctx.counters.inc("received")
+        try:
+            _h, ip, reg = decapsulate_replica(data)
+        except DecodeError as exc:
+            ctx.counters.drop(f"decap.{exc.field}", f"from {addr[0]}: {exc}")
+            return
+        # any group: a core seed-group member also stores its layers' memberships;
+        # the Map-Server accepts only what its sites allow
+        if not ip.dst.is_multicast:
+            ctx.counters.drop("not-a-group", f"{ip.dst} from {addr[0]}")
+            return
+        if punt_register(reg, (str(ip.src), 4342), "replica"):
+            ctx.counters.inc("replicas.received")
+
+    loop = asyncio.get_running_loop()
+    data_tr = {}
+    for r in cfg.node.rlocs:
+        fam = socket.AF_INET6 if r.version == 6 else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.bind((str(r), cfg.node.data_port))
+        tr, _ = await loop.create_datagram_endpoint(lambda: _Data(on_data), sock=sock)
+        data_tr[r.version] = tr
+
+    def on_replicate(_t, _h, body) -> None:
+        try:
+            reg, sport = bytes(body["data"]), int(body.get("sport", 4342))
+        except (KeyError, TypeError, ValueError):
+            ctx.counters.drop("bad-replicate-request", "")
+            return
+        # the seeds too: a joiner's first announcement must reach someone who knows
+        # the group; every register of this node takes this one path, so each
+        # destination sees this xTR's nonces in order
+        for m in dict.fromkeys(state["members"] + [str(x) for x in push.seed_rlocs]):
+            a = ip_address(m)
+            src = next((r for r in cfg.node.rlocs if r.version == a.version), None)
+            tr = data_tr.get(a.version)
+            if src is None or tr is None or a.version != group.version:  # inner and outer: one family
+                ctx.counters.drop("member-unreachable", m)
+                continue
+            tr.sendto(encapsulate_replica(reg, src, group, sport), (m, cfg.node.data_port))
+            ctx.counters.inc("replicas.sent")
+        ctx.counters.inc("replicated")
+
+    # -- looking the group up ------------------------------------------------------------
+    pending: dict[int, float] = {}
+
+    def on_ctl(data: bytes, src) -> None:
+        try:
+            msg = decode_message(data)
+        except DecodeError:
+            ctx.counters.drop("lookup-reply-malformed", src[0])
+            return
+        if not isinstance(msg, MapReply) or msg.nonce not in pending:
+            ctx.counters.drop("lookup-reply-unexpected", src[0])
+            return
+        pending.pop(msg.nonce, None)
+        found = set(members_from_reply(msg.records))
+        state["lookups"] += 1
+        state["last_lookup"] = time.time()
+        if found:
+            looked_up.clear()
+            looked_up.update(found)
+            recompute()
+            joined.set()
+
+    ctl = await open_sockets([ip_address(my_rloc)], on_ctl, ctx.counters)
+    ctl_tr = next(iter(ctl.values()))
+    ctl_port = ctl_tr.get_extra_info("sockname")[1]
+
+    def ask() -> None:
+        targets = [str(s) for s in push.seed_rlocs] + [m for m in state["members"] if m not in own]
+        targets = list(dict.fromkeys(t for t in targets if t not in own))
+        for t in targets[:3]:
+            nonce = secrets.randbits(64)
+            pending[nonce] = time.monotonic()
+            ctl_tr.sendto(build_map_request_ecm(geid, nonce, (ip_address(my_rloc),), ctl_port),
+                          (t, cfg.node.control_port))
+        if len(pending) > 1000:
+            pending.clear()
+
+    joined = asyncio.Event()
+
+    async def lookups() -> None:
+        delay = 1.0
+        while True:
+            ask()
+            try:
+                await asyncio.wait_for(joined.wait(), delay)
+                break
+            except asyncio.TimeoutError:
+                delay = min(delay * 2, push.membership_interval)
+        while True:
+            await asyncio.sleep(push.membership_interval)
+            ask()
+
+    # -- snapshots over CURVE ------------------------------------------------------------
+    def stored_registers() -> list[bytes]:
+        out = []
+        for i in range(cfg.count("map_server")):
+            path = cfg.state_path(f"map_server_{i}.sqlite")
+            try:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                out.extend(bytes(r[0]) for r in db.execute("SELECT raw FROM registration") if r[0])
+                db.close()
+            except sqlite3.Error as exc:
+                ctx.counters.drop("snapshot-store-unreadable", f"{path}: {exc}")
+        return out
+
+    async def serve_snapshots(public: bytes, secret: bytes) -> None:
+        sock = ctx.zmq.socket(zmq.ROUTER)
+        sock.curve_server = True
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ZAP_DOMAIN, b"decent")
+        sock.setsockopt(zmq.IPV6, 1)
+        sock.bind(f"tcp://{_tcp_host(my_rloc)}:{push.snapshot_port}")
+        asock = AsyncSocket(sock)
+        try:
+            while True:
+                frames = await asock.recv_multipart()
+                if len(frames) != 2 or frames[1] != SNAPSHOT_VERSION:
+                    ctx.counters.drop("bad-snapshot-request", f"{len(frames)} frames")
+                    continue
+                regs = stored_registers()
+                await asock.send_multipart([frames[0], SNAPSHOT_VERSION, msgpack.packb(regs)])
+                ctx.counters.inc("snapshots.served")
+        finally:
+            asock.close(0)
+
+    async def fetch_snapshot(public: bytes, secret: bytes) -> None:
+        await joined.wait()
+        sources = [m for m in state["members"] if m not in own] + [str(s) for s in push.seed_rlocs]
+        for member in [m for m in dict.fromkeys(sources) if m not in own]:
+            sock = ctx.zmq.socket(zmq.DEALER)
+            sock.curve_serverkey = public
+            sock.curve_publickey, sock.curve_secretkey = public, secret
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IPV6, 1)
+            sock.connect(f"tcp://{_tcp_host(member)}:{push.snapshot_port}")
+            asock = AsyncSocket(sock)
+            try:
+                await asock.send_multipart([SNAPSHOT_VERSION])
+                frames = await asyncio.wait_for(asock.recv_multipart(), 5.0)
+                regs = msgpack.unpackb(frames[1]) if len(frames) == 2 and frames[0] == SNAPSHOT_VERSION else None
+                if not isinstance(regs, list):
+                    ctx.counters.drop("bad-snapshot", member)
+                    continue
+                regs = [bytes(r) for r in regs if isinstance(r, (bytes, bytearray)) and len(r) >= 12]
+                # oldest nonce first, so each registrant's entries pass its Map-Server's
+                # nonce check in order
+                regs.sort(key=lambda r: int.from_bytes(r[4:12], "big"))
+                fed = sum(punt_register(r, (member, 4342), "snapshot") for r in regs)
+                state["snapshot"] = {"from": member, "registers": len(regs), "at": time.time()}
+                ctx.counters.inc("snapshot.registers", fed)
+                ctx.log.info("joined with a snapshot of %d Map-Registers from %s", len(regs), member)
+                return
+            except (asyncio.TimeoutError, zmq.ZMQError, ValueError, msgpack.ExtraData) as exc:
+                ctx.counters.drop("snapshot-failed", f"{member}: {exc!r}")
+            finally:
+                asock.close(0)
+
+    def on_query(_t, _h, body) -> None:
+        if isinstance(body, dict) and isinstance(body.get("reply"), str):
+            ctx.bus.publish(body["reply"], "dp.answered",
+                            {"group": str(group), "iid": push.iid, "members": state["members"],
+                             "registered": members_of(table.exact(geid)), "looked_up": sorted(looked_up),
+                             "lookups": state["lookups"], "last_lookup": state["last_lookup"],
+                             "snapshot": state["snapshot"]})
+
+    ctx.bus.subscribe(REPLICATE_TOPIC, on_replicate)
+    ctx.bus.subscribe(QUERY_TOPIC, on_query)
+    await ctx.bus.ready(timeout=5.0)
+    for r in readers:
+        r.start()
+    recompute()
+    if push.curve_secret:
+        pub, sec = curve_keys(push.curve_secret)
+        auth = _start_authenticator(ctx, pub)  # noqa: F841 - keep it alive with the role
+        ctx.spawn(serve_snapshots(pub, sec), name="snapshot-server")
+        if push.snapshot_on_join:
+            ctx.spawn(fetch_snapshot(pub, sec), name="snapshot-fetch")
+    ctx.spawn(lookups(), name="lookups")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for tr in data_tr.values():
+            tr.close()
+        ctl_tr.close()
+
+
+def _tcp_host(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def _start_authenticator(ctx, public: bytes):
+    """Only peers holding the members' CURVE key may fetch a snapshot (ZAP, in a
+    thread: the role's ZeroMQ context is a plain one)."""
+    from zmq.auth.thread import ThreadAuthenticator
+    auth = ThreadAuthenticator(ctx.zmq)
+    auth.start()
+
+    def allowed(domain, key) -> bool:
+        return key == public
+    auth.configure_curve_callback(domain="decent", credentials_provider=_Provider(allowed))
+    return auth
+
+
+class _Provider:
+    def __init__(self, check) -> None:
+        self.check = check
+
+    def callback(self, domain, key) -> bool:
+        return self.check(domain, key)
+
+
+if __name__ == "__main__":
+    sys.exit(run_role("dataplane", main))
