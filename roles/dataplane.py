@@ -140,10 +140,14 @@ async def main(ctx: RoleContext) -> None:
         except (KeyError, TypeError, ValueError):
             ctx.counters.drop("bad-replicate-request", "")
             return
-        # the seeds too: a joiner's first announcement must reach someone who knows
-        # the group; every register of this node takes this one path, so each
-        # destination sees this xTR's nonces in order
-        for m in dict.fromkeys(state["members"] + [str(x) for x in push.seed_rlocs]):
+        # membership announcements go to the seeds too: a joiner's must reach someone
+        # who knows the group, and a core seed-group stores its layers' members.
+        # Every register of this node takes this one path, so each destination sees
+        # this xTR's nonces in order.
+        targets = list(state["members"])
+        if _announces_membership(reg):
+            targets += [str(x) for x in push.seed_rlocs]
+        for m in dict.fromkeys(targets):
             a = ip_address(m)
             src = next((r for r in cfg.node.rlocs if r.version == a.version), None)
             tr = data_tr.get(a.version)
@@ -299,6 +303,14 @@ async def main(ctx: RoleContext) -> None:
         for tr in data_tr.values():
             tr.close()
         ctl_tr.close()
+
+
+def _announces_membership(reg: bytes) -> bool:
+    try:
+        msg = decode_message(reg)
+        return any(r.prefix.is_multicast for r in msg.records)
+    except (DecodeError, ValueError, AttributeError):
+        return False
 
 
 def _tcp_host(addr: str) -> str:

@@ -1,0 +1,304 @@
+"""Authenticated, durable Map-Registers per second and Map-Notify latency, 1 and 2 shards.
+
+Starts a node (2 map_resolver workers, as the appliance runs) with 8 sites split
+4/4 across the shards by name hash (like tests/integration/test_shards.py), each
+with its own HMAC-SHA-256 key, and sends it pre-sealed Map-Registers (want
+Map-Notify, one record each, one xTR-ID per registration, as many ETRs would) with
+bench/c/lispload in raw mode.  A Map-Notify is the acknowledgement: the node sends
+it only after the registration is committed to SQLite (WAL, synchronous=NORMAL).
+
+- new registrations at saturation (window of Map-Registers in flight);
+- refreshes of the same registrations (nothing changes but the nonce, which is
+  still committed) at saturation;
+- Map-Notify latency percentiles at fixed offered rates of refreshes (open loop);
+- with 1 map_server shard, then 2.
+
+Baselines in the same run, in this process: the raw cost of one HMAC-SHA-256 check
+plus one SQLite WAL commit (an INSERT OR REPLACE of a registration-sized row), and
+the map_server path without sockets or bus (``MapServer.handle_register`` +
+``RegistrationStore.apply`` + sealing the Map-Notify).
+
+    .venv/bin/python bench/register.py [--seconds 3] [--count 30000]
+
+Writes bench/results/register.json and register.png.  Reports figures, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (BUILD, RATE_UNLIMITED, Node, build_c, lispload, log, ms, pyplot,  # noqa: E402
+                      ratio, save_json, site_block, wait_quiet, write_templates)
+
+CLIENT = "127.0.64.1"
+N_SITES = 8
+
+
+def split_sites() -> dict:
+    """8 site names -> shard (of 2), four on each (as tests/integration/test_shards.py)."""
+    from bus.topics import shard_of
+    out, i = {}, 0
+    while len(out) < N_SITES:
+        name = f"site{i}"
+        if sum(1 for s in out.values() if s == shard_of(name, 2)) < N_SITES // 2:
+            out[name] = shard_of(name, 2)
+        i += 1
+    return out
+
+
+SITES = split_sites()
+NAMES = list(SITES)
+
+
+def site_prefix(k: int) -> str:
+    return f"10.{64 + k}.0.0/16"
+
+
+def secret(name: str) -> str:
+    return f"k-{name}"
+
+
+def node_body(shards: int) -> str:
+    out = f"[roles]\nmap_resolver = {{ workers = 2 }}\nmap_server = {{ shards = {shards} }}\n"
+    out += RATE_UNLIMITED + "\n[map_server]\nsync = \"normal\"\n"
+    for k, name in enumerate(NAMES):
+        out += site_block(name, secret(name), [site_prefix(k)])
+    return out
+
+
+def eid_of(i: int) -> str:
+    k = i % N_SITES
+    j = i // N_SITES
+    return f"[0]10.{64 + k}.{(j >> 8) & 255}.{j & 255}/32"
+
+
+def registers(n: int, base: int, *, rloc: str = "192.0.2.1") -> list[bytes]:
+    """n sealed Map-Registers: i -> site i % 8, its own xTR-ID, nonce base + i."""
+    from tests.unit.msfixtures import register
+    out = []
+    for i in range(n):
+        name = NAMES[i % N_SITES]
+        out.append(register([eid_of(i)], nonce=base + i, key=secret(name).encode(),
+                            xtr=(i + 1).to_bytes(16, "big"), proxy=True, rlocs=(rloc,)))
+    return out
+
+
+# ------------------------------------------------------------------ baselines
+
+def raw_primitives(msgs, seconds: float = 1.5) -> dict:
+    """HMAC-SHA-256 over each message, then one SQLite WAL commit of a row of that size."""
+    d = tempfile.mkdtemp(prefix="dbr", dir="/tmp")
+    db = sqlite3.connect(os.path.join(d, "x.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE r (key TEXT PRIMARY KEY, value BLOB, raw BLOB)")
+    key = b"k-site0"
+    n_h = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 3:
+        for m in msgs[:1000]:
+            hmac.new(key, m, hashlib.sha256).digest()
+        n_h += 1000
+    hmac_s = (time.perf_counter() - t0) / n_h
+    n_c = 0
+    t0 = time.perf_counter()
+    cur = db.cursor()
+    while time.perf_counter() - t0 < seconds:
+        for i, m in enumerate(msgs[:1000]):
+            hmac.new(key, m, hashlib.sha256).digest()
+            cur.execute("BEGIN")
+            cur.execute("INSERT OR REPLACE INTO r VALUES (?, ?, ?)", (f"k{n_c + i}", m[:90], m))
+            cur.execute("COMMIT")
+        n_c += 1000
+    both_s = (time.perf_counter() - t0) / n_c
+    db.close()
+    os.system(f"rm -rf {d}")
+    return {"hmac_per_s": round(1 / hmac_s), "hmac_plus_wal_commit_per_s": round(1 / both_s),
+            "us_hmac": round(hmac_s * 1e6, 2), "us_hmac_plus_commit": round(both_s * 1e6, 2)}
+
+
+def map_server_in_process(n: int) -> dict:
+    """The shard's work per Map-Register without sockets or bus: handle, commit, seal."""
+    from common.eidtext import parse_eidspec
+    from common.mapserver import MapServer, SiteKey, SitePolicy
+    from roles.ms_store import RegistrationStore
+    sites = [SitePolicy(name, (SiteKey(0, 2, secret(name).encode()),),
+                        ((parse_eidspec(site_prefix(k)), True),)) for k, name in enumerate(NAMES)]
+    out = {}
+    d = tempfile.mkdtemp(prefix="dbm", dir="/tmp")
+    try:
+        ms_ = MapServer(sites, lifetime=3600)
+        store = RegistrationStore(os.path.join(d, "s.sqlite"))
+        base = time.time_ns()
+        for label, b in (("new", base), ("refresh", base + 10 * n)):
+            msgs = registers(n, b)
+            t0 = time.perf_counter()
+            for m in msgs:
+                res = ms_.handle_register(m, (CLIENT, 5000), 1.0)
+                store.apply(res.changes, {res.nonce_key: ms_.nonces[res.nonce_key]})
+            dt = time.perf_counter() - t0
+            out[label] = {"per_s": round(n / dt), "us_each": round(dt / n * 1e6, 1),
+                          "accepted_rows": len(ms_.table)}
+        store.close()
+    finally:
+        os.system(f"rm -rf {d}")
+    return out
+
+
+# ------------------------------------------------------------------- the node
+
+def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
+    label = f"{shards} shard{'s' if shards > 1 else ''}"
+    res: dict = {"saturation": {}, "sweep": []}
+    log(f"node {rloc}: 2 map_resolver workers, {label}; sites per shard: "
+        f"{[sum(1 for s in SITES.values() if s % shards == k) for k in range(shards)]}")
+    res["quiet"] = wait_quiet()
+    with Node(f"benchreg{shards}", rloc, node_body(shards)) as node:
+        node.up()
+        node.wait_in_sync(2, timeout=30)
+        watch = {}
+        for k, v in node.status().items():
+            if v.get("pid") and (k.startswith("map_server") or k.startswith("map_resolver")
+                                 or k.startswith("bus")):
+                watch[k.replace("map_server", "ms").replace("map_resolver", "mr")] = v["pid"]
+        base = time.time_ns()
+        new = registers(args.count, base)
+        tnew = write_templates(BUILD / "reg-new.bin", new)
+        sent_new = 0
+        for kind in ("new", "refresh"):
+            if kind == "new":
+                tfile, b = tnew, base
+            else:
+                b = base + 10 ** 9
+                tfile = write_templates(BUILD / "reg-refresh.bin", registers(max(1, sent_new), b))
+            r = lispload(rloc, tfile, src=CLIENT, window=args.window, seconds=args.seconds, raw=True,
+                         base=b, sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
+            if kind == "new":
+                sent_new = r["sent"]
+            lat = r["latency_ns"]
+            res["saturation"][kind] = {"per_s": r["reply_rate"], "sent": r["sent"],
+                                       "acked": r["received"], "p50_ms": ms(lat.get("p50")),
+                                       "p99_ms": ms(lat.get("p99")), "cpu_pct": r["cpu_pct"],
+                                       "raw": r}
+            log(f"    {label}, {kind:<8} window {args.window}: {r['reply_rate']:>8,.0f} Map-Notify/s "
+                f"({r['received']}/{r['sent']} acknowledged; p50 {ms(lat.get('p50'))} ms) "
+                f"cpu {r['cpu_pct']}")
+            if r["sent"] >= len(new) and kind == "new":
+                log("    (every template was sent before the time was up: raise --count)")
+        sat = res["saturation"]["refresh"]["per_s"]
+        rates = sorted({100.0, 1000.0} | {round(sat * f, -1) for f in (0.5, 0.8, 1.0) if sat * f > 1000})
+        for k, rate in enumerate(rates):
+            n = int(rate * (args.seconds + 0.5)) + 10
+            b = base + (2 + k) * 10 ** 9
+            tfile = write_templates(BUILD / "reg-sweep.bin", registers(min(n, max(1, sent_new)), b))
+            r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=b,
+                         sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
+            lat = r["latency_ns"]
+            pt = {"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
+                  "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
+                  "p99.9_ms": ms(lat.get("p99.9")), "cpu_pct": r["cpu_pct"], "raw": r}
+            res["sweep"].append(pt)
+            log(f"    {label}, refresh offered {rate:>7,.0f}/s: achieved {r['reply_rate']:>7,.0f}/s "
+                f"loss {100 * r['loss']:.2f}%  Map-Notify p50 {pt['p50_ms']}  p99 {pt['p99_ms']}  "
+                f"p99.9 {pt['p99.9_ms']} ms")
+        c = node.counters()
+        res["counters"] = {k: {n: v for n, v in x.items() if n.startswith(("register", "received",
+                                                                             "map-notify", "registrations",
+                                                                             "answered", "dropped"))}
+                           for k, x in c.items() if k.startswith("map_server")}
+        stored = 0
+        for s in range(shards):
+            import sqlite3 as sq
+            db = sq.connect(str(node.state / f"map_server_{s}.sqlite"))
+            stored += db.execute("SELECT COUNT(*) FROM registration").fetchone()[0]
+            db.close()
+        res["rows_in_sqlite"] = stored
+        log(f"    durable: {stored} registrations in SQLite; shard counters {res['counters']}")
+    return res
+
+
+def plot(doc: dict) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    from benchlib import RESULTS
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, r in doc["nodes"].items():
+        xs = [p["offered"] for p in r["sweep"]]
+        a1.plot(xs, [p["achieved"] for p in r["sweep"]], "o-", label=label)
+        for key, st in (("p50_ms", "o-"), ("p99_ms", "s--"), ("p99.9_ms", "^:")):
+            a2.plot(xs, [p[key] or 0 for p in r["sweep"]], st, label=f"{label} {key[:-3]}")
+    lim = max(p["offered"] for r in doc["nodes"].values() for p in r["sweep"])
+    a1.plot([0, lim], [0, lim], color="grey", lw=0.8, ls=":", label="offered")
+    for label, r in doc["nodes"].items():
+        for kind, m in (("new", "*"), ("refresh", "D")):
+            a1.axhline(r["saturation"][kind]["per_s"], lw=0.6, ls="--", color="C0" if "1" in label else "C1")
+    a1.set_xlabel("offered refresh Map-Registers/s (open loop)")
+    a1.set_ylabel("Map-Notify/s")
+    a1.set_title("durable registrations: throughput (dashed: saturation, new/refresh)", fontsize=9)
+    a2.set_xlabel("offered refresh Map-Registers/s")
+    a2.set_ylabel("Map-Notify latency, ms")
+    a2.set_yscale("log")
+    a2.set_title("Map-Notify latency percentiles", fontsize=9)
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "register.png", dpi=110)
+    plt.close(fig)
+    log("  wrote bench/results/register.png")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
+    ap.add_argument("--count", type=int, default=30000, help="new registrations prepared")
+    ap.add_argument("--window", type=int, default=64, help="Map-Registers in flight at saturation")
+    args = ap.parse_args()
+    t_begin = time.monotonic()
+    build_c("lispload")
+    doc: dict = {"params": vars(args), "sites": SITES, "nodes": {}}
+    log("baselines in process:")
+    sample = registers(1000, time.time_ns())
+    doc["register_bytes"] = len(sample[0])
+    doc["raw_primitives"] = raw_primitives(sample)
+    log(f"    HMAC-SHA-256 {doc['raw_primitives']['hmac_per_s']:,}/s; HMAC + SQLite WAL commit "
+        f"{doc['raw_primitives']['hmac_plus_wal_commit_per_s']:,}/s")
+    doc["map_server_in_process"] = map_server_in_process(5000)
+    log(f"    MapServer.handle_register + store.apply (no sockets, no bus): "
+        f"{doc['map_server_in_process']}")
+    doc["nodes"]["1 shard"] = run_node(1, "127.0.63.1", args, doc)
+    doc["nodes"]["2 shards"] = run_node(2, "127.0.63.2", args, doc)
+    one, two = doc["nodes"]["1 shard"]["saturation"], doc["nodes"]["2 shards"]["saturation"]
+    inproc = doc["map_server_in_process"]
+    doc["ratios"] = {
+        "new: 2 shards / 1 shard": ratio(two["new"]["per_s"], one["new"]["per_s"]),
+        "refresh: 2 shards / 1 shard": ratio(two["refresh"]["per_s"], one["refresh"]["per_s"]),
+        "new, 1 shard / map_server path in process": ratio(one["new"]["per_s"], inproc["new"]["per_s"]),
+        "refresh, 1 shard / map_server path in process": ratio(one["refresh"]["per_s"],
+                                                               inproc["refresh"]["per_s"]),
+        "new, 1 shard / HMAC + WAL commit": ratio(one["new"]["per_s"],
+                                                  doc["raw_primitives"]["hmac_plus_wal_commit_per_s"]),
+    }
+    log("ratios:")
+    for k, v in doc["ratios"].items():
+        log(f"    {k}: {v}")
+    doc["elapsed_s"] = round(time.monotonic() - t_begin, 1)
+    save_json("register", doc)
+    plot(doc)
+    log(f"register.py done in {doc['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
