@@ -116,7 +116,7 @@ class MapServer:
             if site is not None:
                 break
         if site is None:
-            return RegisterResult(False, "no-site", refused=[(str(e), "no-site") for e in eids])
+            return RegisterResult(False, "no-site", refused=[(e, "no-site") for e in eids])
         key = next((k for k in site.keys if k.key_id == msg.key_id), None)
         if key is None or key.alg_id != msg.alg_id:
             return RegisterResult(False, "auth-key-mismatch", site=site.name)

@@ -38,6 +38,8 @@ def test_prefix_outside_site_refused_no_hijack():
     ms = server()
     r = ms.handle_register(register(["[0]10.2.0.0/16"]), SRC, 0)
     assert not r.accepted and r.reason == "no-site"
+    from common.eidtext import format_eid
+    assert [(format_eid(e), why) for e, why in r.refused] == [("[0]10.2.0.0/16", "no-site")]
     # a more-specific of a prefix without accept-more-specifics
     r = ms.handle_register(register(["[0]10.1.1.0/24"]), SRC, 0)
     assert not r.accepted and r.reason == "prefix-not-allowed"
