@@ -87,6 +87,7 @@ class RegistrationTable:
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
         self._nets: dict[tuple[int, int], list[int]] = {}
         self._mcast: dict[Eid, dict[str, Entry]] = {}
+        self.version = 0   # bumped by every change: lets readers cache derived answers
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,6 +103,7 @@ class RegistrationTable:
 
     # -- updates -----------------------------------------------------------------
     def set(self, key: str, value: dict) -> None:
+        self.version += 1
         if key in self._entries:
             self.delete(key)
         eid = parse_eidspec(value["eid"])
@@ -124,6 +126,7 @@ class RegistrationTable:
             bucket[key] = e
 
     def delete(self, key: str) -> None:
+        self.version += 1
         e = self._entries.pop(key, None)
         if e is None:
             return
@@ -160,6 +163,17 @@ class RegistrationTable:
         for child in tree.children(best):
             out.append((_eid_of(eid.iid, child), list(tree[child].values())))
         return Match(tuple(out))
+
+    def best_key(self, eid: Eid):
+        """A cheap handle on the longest match of a unicast ``eid`` (None: no match);
+        equal handles mean equal :meth:`lookup` results while ``version`` stands."""
+        tk = (eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6)
+        tree = self._trees.get(tk)
+        if tree is None:
+            return None
+        a = eid.address
+        best = tree.get_key(f"{a}/{eid.length}" if tk[1] == 4 else _pfx(eid))
+        return None if best is None else (tk, best)
 
     def exact(self, eid: Eid) -> list[Entry]:
         if eid.is_multicast:
@@ -211,8 +225,10 @@ class PrefixSet:
                 self._t.set(f"cfg{i}", {"eid": format_eid(e)})
 
     def covering(self, eid: Eid) -> Eid | None:
-        m = self._t.lookup(eid)
-        return None if m is None else m.best[0]
+        if eid.is_multicast:
+            return None
+        hit = self._t.best_key(eid)
+        return None if hit is None else _eid_of(eid.iid, hit[1])
 
     def neighbour_lcp(self, eid: Eid) -> int:
         return self._t.neighbour_lcp(eid)

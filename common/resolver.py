@@ -19,6 +19,7 @@ Nothing is answered while the replica is out of sync.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 
@@ -26,8 +27,10 @@ from common.addr import Eid, Rle, RleEntry, eid_to_wire
 from common.ecm import Ecm, set_ecm_flags
 from common.errors import DecodeError
 from common.messages import MapReply, MapRequest, decode_message, encode_message
-from common.records import ACT_NATIVELY_FORWARD, EidRecord, Locator
+from common.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record
 from common.regtable import PrefixSet, RegistrationTable, negative_prefix
+
+_W0_NONCE = struct.Struct("!IQ")
 
 PUNT_TOPICS = {1: "map-request", 2: "map-reply", 3: "map-register", 4: "map-notify",
                5: "map-notify-ack", 6: "map-referral", 7: "info"}
@@ -94,6 +97,8 @@ class Resolver:
         self.forward_to = forward_to      # pull mode: (eid, ip version) -> an address of the serving set
         self.neg_floor = neg_floor        # pull mode: eid -> minimum negative prefix length
         self.in_sync = False
+        self._cache: dict = {}
+        self._cache_version = -1
         # optional eid -> bool: is the replica this EID's answer depends on in sync?
         # (with several map_server shards, one shard resyncing affects only its sites)
         self.ready = None
@@ -136,6 +141,24 @@ class Resolver:
         itr = _itr_rloc(req, local)
         if itr is None:
             return [Drop("no-usable-itr-rloc")]
+        if not eid.is_multicast:
+            # the answer for a prefix is the same for every EID inside it until the
+            # table changes: cache it by the longest match
+            hit = self.table.best_key(eid)
+            if hit is not None:
+                if self._cache_version != self.table.version:
+                    self._cache.clear()
+                    self._cache_version = self.table.version
+                answer = self._cache.get(hit)
+                if answer is None:
+                    answer = self._cache[hit] = self._positive(eid, local)
+                kind, a, b = answer
+                if kind == "proxy":
+                    head = _W0_NONCE.pack((2 << 28) | a, req.nonce)
+                    return [Send(itr, ecm.ip.sport, head + b, "proxy-reply")]
+                if kind == "etr":
+                    return [Send(a, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr")]
+                return [Drop("no-usable-etr-rloc", a)]
         m = self.table.lookup(eid)
         if m is not None:
             prefix, entries = m.best
@@ -161,6 +184,16 @@ class Resolver:
         addr, ml = eid_to_wire(neg)
         reply = MapReply(req.nonce, (EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD),))
         return [Send(itr, ecm.ip.sport, encode_message(reply), "negative-reply")]
+
+    def _positive(self, eid: Eid, local: str) -> tuple:
+        """("proxy", record count, encoded records) / ("etr", address, None) /
+        ("none", prefix text, None) for a registered EID."""
+        prefix, entries = (m := self.table.lookup(eid)).best
+        if any(e.proxy for e in entries):
+            records = [self._proxy_record(p, es) for p, es in m.prefixes]
+            return "proxy", len(records), b"".join(encode_record(r) for r in records)
+        etr = _pick_etr(entries, local)
+        return ("etr", etr, None) if etr is not None else ("none", str(prefix), None)
 
     def _proxy_record(self, prefix: Eid, entries) -> EidRecord:
         seen, locs, rle, ttl = set(), [], [], self.proxy_ttl

@@ -157,3 +157,16 @@ def test_pull_mode_forwards_once_with_m_bit_and_keeps_negatives_inside_the_mask(
     for host in served:
         m = reply_of(r.handle(ecm_request(host), SRC, LOCAL, 0))
         assert not m.records[0].locators and m.records[0].mask_len >= 24
+
+
+def test_cached_answers_follow_table_changes():
+    ms, r = setup()
+    first = reply_of(r.handle(ecm_request("10.1.2.3", nonce=1), SRC, LOCAL, 0))
+    again = reply_of(r.handle(ecm_request("10.1.9.9", nonce=2), SRC, LOCAL, 0))  # same prefix: cached
+    assert again.nonce == 2 and again.records == first.records
+    ms.handle_register(register(["[0]10.1.0.0/16"], nonce=60, proxy=True, rlocs=("192.0.2.77",)), SRC, 1)
+    m = reply_of(r.handle(ecm_request("10.1.2.3", nonce=3), SRC, LOCAL, 0))
+    assert [str(l.address) for l in m.records[0].locators] == ["192.0.2.77"]
+    ms.handle_register(register(["[0]10.1.0.0/16"], nonce=61, ttl=0), SRC, 2)
+    m = reply_of(r.handle(ecm_request("10.1.2.3", nonce=4), SRC, LOCAL, 0))
+    assert not m.records[0].locators and m.records[0].ttl == 1
