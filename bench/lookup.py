@@ -10,7 +10,7 @@ unregistered ones (negative Map-Replies):
   worker (``decent stop map_resolver:1``) and 2 workers;
 - open-loop paced offered rates (1k/s, 10k/s and fractions of the saturation rate):
   achieved replies/s and p50/p99/p99.9 latency; the highest sustained rate is the
-  highest offered one answered at >= 98 % with <= 0.1 % loss.
+  highest offered one answered at >= 98 % with <= 0.1 % loss and a p50 <= 10 ms.
 
 Baselines, same generator, same message sizes (request in, reply out): a bare uvloop
 UDP echo (bench/echo_uvloop.py, the practical Python limit) and a C echo
@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (BUILD, PY, RATE_UNLIMITED, REPO, Node, build_c, ecm_templates, log,  # noqa: E402
-                      lispload, ms, poll, py_spy, pyplot, ratio, register_all, save_json, site_block,
+                      lispload_quiet, machine, ms, py_spy, pyplot, ratio, register_all, save_json, site_block,
                       udp_exchange, wait_quiet, write_templates)
 
 RLOC = "127.0.60.1"          # the node
@@ -81,8 +81,8 @@ class Target:
     def run(self, **kw) -> dict:
         kw.setdefault("seconds", self.seconds)
         kw.setdefault("sockets", self.sockets)
-        return lispload(self.addr, self.tfile, src=CLIENT, nonce_off=self.noff, udp_off=self.uoff,
-                        watch=self.watch, **kw)
+        return lispload_quiet(self.addr, self.tfile, src=CLIENT, nonce_off=self.noff,
+                              udp_off=self.uoff, watch=self.watch, **kw)
 
 
 def saturation(t: Target, windows) -> dict:
@@ -92,9 +92,14 @@ def saturation(t: Target, windows) -> dict:
         runs.append(r)
         log(f"    {t.name:<28} window {w:>4}: {r['reply_rate']:>10,.0f} replies/s  "
             f"p50 {ms(r['latency_ns'].get('p50'))} ms  loss-timeouts {r['timeouts']}  "
-            f"cpu {r['cpu_pct']}")
+            f"cpu {r['cpu_pct']}{'' if r['quiet'] else '  (DISTURBED by other work)'}")
     best = max(runs, key=lambda r: r["reply_rate"])
     return {"best_reply_rate": best["reply_rate"], "best_window": best["window"], "runs": runs}
+
+
+def sustained_point(offered: float, achieved: float, loss: float, p50_ns) -> bool:
+    """Sustained: >= 98 % answered, <= 0.1 % lost, and no standing queue (p50 <= 10 ms)."""
+    return achieved >= 0.98 * offered and loss <= 0.001 and p50_ns is not None and p50_ns <= 10e6
 
 
 def sweep(t: Target, sat_rate: float, quick: bool) -> dict:
@@ -102,17 +107,18 @@ def sweep(t: Target, sat_rate: float, quick: bool) -> dict:
     rates = sorted({1000.0, 10000.0} | {round(sat_rate * f, -2) for f in fracs if sat_rate * f > 1000})
     points = []
     for rate in rates:
-        r = t.run(rate=rate)
+        r = t.run(rate=rate, attempts=2)
         lat = r["latency_ns"]
-        sustained = r["reply_rate"] >= 0.98 * rate and r["loss"] <= 0.001
+        sustained = sustained_point(rate, r["reply_rate"], r["loss"], lat.get("p50"))
         points.append({"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
                        "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
                        "p99.9_ms": ms(lat.get("p99.9")), "max_ms": ms(lat.get("max")),
                        "send_lateness_p99_ms": ms(r["send_lateness_ns"].get("p99")),
-                       "sustained": sustained, "cpu_pct": r["cpu_pct"], "raw": r})
+                       "sustained": sustained, "cpu_pct": r["cpu_pct"], "quiet": r["quiet"], "raw": r})
         log(f"    {t.name:<28} offered {rate:>9,.0f}/s: achieved {r['reply_rate']:>9,.0f}/s "
             f"loss {100 * r['loss']:.2f}%  p50 {ms(lat.get('p50'))}  p99 {ms(lat.get('p99'))}  "
-            f"p99.9 {ms(lat.get('p99.9'))} ms  cpu {r['cpu_pct']}")
+            f"p99.9 {ms(lat.get('p99.9'))} ms  cpu {r['cpu_pct']}"
+            f"{'' if r['quiet'] else '  (DISTURBED by other work)'}")
         if r["loss"] > 0.2 and rate > 10000:
             break  # far past saturation: more only fills socket buffers
     ok = [p for p in points if p["sustained"]]
@@ -140,11 +146,6 @@ def stop_procs(procs) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
-
-
-def wait_udp_answer(addr: str, msg_for_port, timeout: float = 10.0) -> bool:
-    return bool(poll(lambda: udp_exchange((addr, 4342), msg_for_port, src=CLIENT, timeout=0.5),
-                     timeout, 0.1))
 
 
 # ------------------------------------------------------------------ in-process
@@ -204,6 +205,7 @@ def plot(doc: dict) -> None:
     if plt is None:
         return
     from benchlib import RESULTS
+    doc = {**doc, "machine": machine()}
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, sw in doc["sweeps"].items():
         xs = [p["offered"] for p in sw["points"]]
@@ -255,7 +257,13 @@ def main() -> int:
     ap.add_argument("--sockets", type=int, default=16, help="client sockets (flows)")
     ap.add_argument("--quick", action="store_true", help="fewer sweep points")
     ap.add_argument("--no-py-spy", action="store_true", help="skip the py-spy profile")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plots from lookup.json")
     args = ap.parse_args()
+    if args.plot_only:
+        import json
+        from benchlib import RESULTS
+        plot(json.loads((RESULTS / "lookup.json").read_text()))
+        return 0
     windows = [int(w) for w in args.windows.split(",")]
     t_begin = time.monotonic()
     build_c("lispload")
@@ -305,7 +313,7 @@ def main() -> int:
         if not args.no_py_spy:
             log("  py-spy on the worker at saturation (window 64):")
             doc["py_spy_1_worker"] = py_spy(pids["w0"], args.seconds + 1,
-                                            lambda: t1.run(window=64, seconds=args.seconds + 1))
+                                            lambda: t1.run(window=64, seconds=args.seconds + 1, attempts=1))
             if doc["py_spy_1_worker"] and "own" in doc["py_spy_1_worker"]:
                 for f, pct in doc["py_spy_1_worker"]["own"][:8]:
                     log(f"    {pct:5.1f}% own  {f}")
@@ -396,7 +404,8 @@ def saturation_threads(t: Target, windows) -> dict:
     for w in windows:
         r = t.run(window=w, threads=2)
         runs.append(r)
-        log(f"    {t.name:<28} window {w:>4}: {r['reply_rate']:>10,.0f} replies/s  cpu {r['cpu_pct']}")
+        log(f"    {t.name:<28} window {w:>4}: {r['reply_rate']:>10,.0f} replies/s  cpu {r['cpu_pct']}"
+            f"{'' if r['quiet'] else '  (DISTURBED by other work)'}")
     best = max(runs, key=lambda r: r["reply_rate"])
     return {"best_reply_rate": best["reply_rate"], "best_window": best["window"], "runs": runs}
 
