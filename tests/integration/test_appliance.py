@@ -195,10 +195,19 @@ def test_two_workers_both_answer_and_survive_one_killed(node):
     victim = node.pid("map_resolver:0")
     os.kill(victim, signal.SIGKILL)
     poll(lambda: not pid_alive(victim), 5, what="worker gone")
-    # while it is down, and while supervisord restarts it, the other worker answers all
+    # while it is down, and while supervisord restarts it (its socket joining the
+    # SO_REUSEPORT group again), every request is answered; like an ITR, a request may
+    # be retransmitted once (a datagram can be lost in the moment a socket joins)
+    retransmitted = 0
     for i in range(20):
-        assert udp_exchange(MR, lambda port: ecm_request("10.5.1.1", nonce=100 + i, itr=RLOC, sport=port),
-                            src=RLOC, timeout=2.0)
+        for attempt in range(2):
+            if udp_exchange(MR, lambda port: ecm_request("10.5.1.1", nonce=100 + i, itr=RLOC, sport=port),
+                            src=RLOC, timeout=2.0):
+                break
+            retransmitted += 1
+        else:
+            pytest.fail(f"request {i} unanswered after a retransmission")
+    assert retransmitted <= 2
     poll(lambda: node.status()["map_resolver:0"]["pid"] not in (None, victim)
          and node.status()["map_resolver:0"]["state"] == "RUNNING", 20, what="worker restarted")
 
