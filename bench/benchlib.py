@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -288,22 +287,8 @@ def ecm_templates(eids, itr: str, nonce: int = 0x1122334455667788, sport: int = 
     return msgs, nonce_off, udp_off
 
 
-def udp_exchange(dst: tuple, data, *, src: str, timeout: float = 1.0) -> bytes | None:
-    """One datagram, the first answer or None.  ``data`` may be a function of the
-    local port (an ECM names its reply port)."""
-    s = socket.socket(socket.AF_INET6 if ":" in dst[0] else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((src, 0))
-        s.settimeout(timeout)
-        if callable(data):
-            data = data(s.getsockname()[1])
-        s.sendto(data, dst)
-        try:
-            return s.recvfrom(65535)[0]
-        except socket.timeout:
-            return None
-    finally:
-        s.close()
+# one datagram, its first answer: the integration tests' helper
+from tests.integration.harness import udp_exchange  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------- nodes

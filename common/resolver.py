@@ -130,7 +130,7 @@ class Resolver:
         if not (self.ready(eid) if self.ready is not None else self.in_sync):
             return [Drop("not-in-sync")]
         if not msg.to_ms and self.serves is not None and not self.serves(eid):
-            target = self.forward_to(eid, ip_address(local).version) if self.forward_to else None
+            target = self.forward_to(eid, _version(local)) if self.forward_to else None
             if target is None:
                 return [Drop("no-serving-set", str(eid))]
             return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]
@@ -238,8 +238,13 @@ def _reason(field: str) -> str:
     return "".join(out)
 
 
+def _version(local: str) -> int:
+    """IP version of one of our own (canonical) addresses, without parsing it."""
+    return 6 if ":" in local else 4
+
+
 def _itr_rloc(req: MapRequest, local: str) -> str | None:
-    version = ip_address(local).version
+    version = _version(local)
     for a in req.itr_rlocs:
         if getattr(a, "version", None) == version:
             return str(a)
@@ -247,7 +252,7 @@ def _itr_rloc(req: MapRequest, local: str) -> str | None:
 
 
 def _pick_etr(entries, local: str) -> str | None:
-    version = ip_address(local).version
+    version = _version(local)
     best = None
     for e in entries:
         for loc in e.locators:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import socket
 import sys
@@ -127,7 +128,7 @@ async def main(ctx: RoleContext) -> None:
         v = pull.view
         resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
 
-    site_of, shard_of_site = site_lookup(cfg), shard_for(cfg)
+    site_of, shard_of_site = site_lookup(cfg), functools.lru_cache(maxsize=4096)(shard_for(cfg))
 
     def ready(eid) -> bool:
         """An EID's answer depends on its site's shard (registrations only exist inside

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from cli.supervise import pid_alive
+from tests.integration.harness import poll
 from roles import nodeconf
 
 pytestmark = pytest.mark.integration
@@ -38,18 +39,6 @@ def role_exists(role: str) -> bool:
 def decent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + list(args), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def poll(predicate, timeout: float, interval: float = 0.1):
-    """Call ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture
