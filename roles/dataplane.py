@@ -135,6 +135,7 @@ async def main(ctx: RoleContext) -> None:
         data_tr[r.version] = tr
 
     def on_replicate(_t, _h, body) -> None:
+        state["replicate_seen"] = True
         try:
             reg, sport = bytes(body["data"]), int(body.get("sport", 4342))
         except (KeyError, TypeError, ValueError):
@@ -297,6 +298,19 @@ async def main(ctx: RoleContext) -> None:
         if push.snapshot_on_join:
             ctx.spawn(fetch_snapshot(pub, sec), name="snapshot-fetch")
     ctx.spawn(lookups(), name="lookups")
+
+    async def hello() -> None:
+        """The ETR may have published its first Map-Registers before this process
+        subscribed (ZeroMQ's slow joiner): until one arrives, say every second that the
+        group's members are new to us, which makes the ETR register again at once
+        (three times at least: the first thing to arrive may be only its membership)."""
+        for i in range(30):
+            await asyncio.sleep(1.0)
+            if state.get("replicate_seen") and i >= 3:
+                return
+            ctx.bus.publish(topics.DP_MEMBERS, "members.changed",
+                            {"members": state["members"], "added": state["members"]})
+    ctx.spawn(hello(), name="hello")
     try:
         await asyncio.Event().wait()
     finally:
