@@ -16,7 +16,7 @@ Baselines, same generator, same message sizes (request in, reply out): a bare uv
 UDP echo (bench/echo_uvloop.py, the practical Python limit) and a C echo
 (bench/c/echo.c, recvmmsg/sendmmsg, the machine's limit).  The generator shares the
 machine's cores with what it loads: its CPU use is reported beside each figure.
-Also an in-process profile of ``common.resolver.Resolver.handle`` (cProfile).
+Also an in-process profile of ``common.machines.resolver.Resolver.handle`` (cProfile).
 
     .venv/bin/python bench/lookup.py [--seconds 3] [--quick]
 
@@ -154,10 +154,10 @@ def in_process(n_prefixes: int, pos, neg, seconds: float = 1.0) -> dict:
     """Resolver.handle alone (no sockets): calls/s per kind, and a cProfile summary."""
     from ipaddress import ip_address
 
-    from common.eidtext import parse_eidspec
-    from common.records import Locator
-    from common.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
-    from common.resolver import Resolver
+    from common.wire.eidtext import parse_eidspec
+    from common.wire.records import Locator
+    from common.machines.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
+    from common.machines.resolver import Resolver
     table = RegistrationTable()
     loc = [Locator(ip_address("192.0.2.1"), 1, 100, 255, 0, False, False, True)]
     for p in registered_prefixes(n_prefixes):
@@ -290,7 +290,7 @@ def main() -> int:
         synced = node.wait_in_sync(2, args.prefixes, timeout=60)
         log(f"  {acked}/{len(regs)} Map-Registers acknowledged; replicas in sync: {synced}")
         sizes = {}
-        from common.messages import decode_message
+        from common.wire.messages import decode_message
         for kind, msgs in (("registered", pos), ("unregistered", neg)):
             eid = "10.0.0.9" if kind == "registered" else "10.200.0.9"
             r = udp_exchange((RLOC, 4342), lambda p, e=eid: ecm_templates([e], CLIENT, sport=p)[0][0],

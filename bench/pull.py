@@ -112,14 +112,14 @@ def index_sets() -> dict:
 
 
 def index_of(prefix: str) -> int:
-    from common.decent_hash import decent_index
-    from common.eidtext import parse_eidspec
+    from common.decent.hash import decent_index
+    from common.wire.eidtext import parse_eidspec
     return decent_index(parse_eidspec(prefix), MODULUS, "prefix", 24)
 
 
 def answered(node_addr: str, h: str, want: str | None) -> bool:
-    from common.eidtext import format_eid
-    from common.messages import MapReply, decode_message
+    from common.wire.eidtext import format_eid
+    from common.wire.messages import MapReply, decode_message
     r = udp_exchange((node_addr, 4342), lambda port: ecm_templates([h], CLIENT, sport=port)[0][0],
                      src=CLIENT, timeout=1.0)
     if r is None:

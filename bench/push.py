@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Node, log, pcts, poll, save_json, udp_exchange  # noqa: E402
 from bus import envelope  # noqa: E402
 from bus.endpoints import Endpoints  # noqa: E402
-from common.auth import seal  # noqa: E402
-from common.messages import MapReply, decode_message  # noqa: E402
-from common.register import MapRegister  # noqa: E402
+from common.wire.auth import seal  # noqa: E402
+from common.wire.messages import MapReply, decode_message  # noqa: E402
+from common.wire.register import MapRegister  # noqa: E402
 from roles import nodeconf  # noqa: E402
 from tests.unit.msfixtures import ecm_request, record  # noqa: E402
 

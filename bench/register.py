@@ -129,8 +129,8 @@ def raw_primitives(msgs, seconds: float = 1.5) -> dict:
 
 def map_server_in_process(n: int) -> dict:
     """The shard's work per Map-Register without sockets or bus: handle, commit, seal."""
-    from common.eidtext import parse_eidspec
-    from common.mapserver import MapServer, SiteKey, SitePolicy
+    from common.wire.eidtext import parse_eidspec
+    from common.machines.mapserver import MapServer, SiteKey, SitePolicy
     from roles.ms_store import RegistrationStore
     sites = [SitePolicy(name, (SiteKey(0, 2, secret(name).encode()),),
                         ((parse_eidspec(site_prefix(k)), True),)) for k, name in enumerate(NAMES)]

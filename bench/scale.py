@@ -67,7 +67,7 @@ def v6_host(i: int) -> str:
 
 
 def value(eid: str) -> dict:
-    """As common.regtable.entry_value makes it for a proxy-reply registration."""
+    """As common.machines.regtable.entry_value makes it for a proxy-reply registration."""
     return {"eid": eid, "site": "big", "rlocs": [list(LOC)], "ttl": 1440, "proxy": True,
             "merge": False, "xtr": "", "registrant": "127.0.0.1"}
 
@@ -113,8 +113,8 @@ def child_table(n4: int, n6: int, lookups: int) -> dict:
     """A map_resolver worker's replica: msgpack-decoded values + RegistrationTable."""
     import msgpack
 
-    from common.eidtext import parse_eidspec
-    from common.regtable import RegistrationTable
+    from common.wire.eidtext import parse_eidspec
+    from common.machines.regtable import RegistrationTable
     r0 = rss_now()
     replica: dict = {}
     t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def child_table(n4: int, n6: int, lookups: int) -> dict:
 
 
 def child_order(sizes) -> dict:
-    from common.regtable import RegistrationTable
+    from common.machines.regtable import RegistrationTable
     out = {}
     for n in sizes:
         for order in ("registration order", "random order"):
@@ -246,7 +246,7 @@ class Prober:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from common.messages import MapReply, decode_message
+        from common.wire.messages import MapReply, decode_message
         deadline = time.monotonic() + 1800
         while not self._stop.is_set() and time.monotonic() < deadline:
             t = time.monotonic()

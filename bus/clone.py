@@ -4,7 +4,7 @@
 published on ``S.delta`` with ``seq`` + 1, a heartbeat with the current ``seq`` goes
 out on ``S.hb`` every interval (and right after each snapshot it serves), and
 snapshots are served over a ROUTER bound on ``snap-S.sock``.
-:class:`CloneReader` keeps a replica with :class:`common.replica.ReplicaReader`
+:class:`CloneReader` keeps a replica with :class:`common.machines.replica.ReplicaReader`
 (the pure machine: buffering, gaps, sessions, in-sync) and calls back on changes.
 
 Bus messages (envelope header ``stream = S``, ``seq`` set; ``src.session`` is the
@@ -35,8 +35,8 @@ import zmq
 
 from bus import topics
 from bus.aio import AsyncSocket
-from common import replica
-from common.replica import ReplicaReader
+from common.machines import replica
+from common.machines.replica import ReplicaReader
 
 if TYPE_CHECKING:
     from roles.runtime import RoleContext
@@ -160,7 +160,7 @@ class CloneWriter:
             self.ctx.counters.drop("snapshot-abandoned", f"{self.stream}: {exc}")
             return
         self.ctx.counters.inc(f"clone.{self.stream}.snapshots")
-        self.publish_heartbeat()  # lets the reader confirm at once (common.replica)
+        self.publish_heartbeat()  # lets the reader confirm at once (common.machines.replica)
 
     def close(self) -> None:
         for t in self._tasks:
@@ -199,7 +199,7 @@ class CloneReader:
 
     @property
     def in_sync(self) -> bool:
-        """True while the replica is known complete (see :mod:`common.replica`).  It
+        """True while the replica is known complete (see :mod:`common.machines.replica`).  It
         stays True if the writer goes quiet: check :attr:`last_heard` for that."""
         return self.machine.in_sync
 

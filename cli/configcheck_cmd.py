@@ -1,7 +1,7 @@
 """`decent config check FILE...`: do these nodes' config files fit one pull deployment?
 
 Loads every file (:func:`roles.nodeconf.load`) and reports, one line each, what
-:func:`common.cluster_check.check` finds: disagreements in the decent mode,
+:func:`common.decent.cluster_check.check` finds: disagreements in the decent mode,
 modulus, suffix, hash mode or hash mask (naming which file has which value),
 registered prefixes inconsistent with the hash mask (DESIGN.md section 6) and
 RLOCs claimed twice; with ``--sites``, also Map-Server sites that would refuse
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from cli.common import UserError
-from common import cluster_check
+from common.decent import cluster_check
 from common.config import ConfigError
 from roles import nodeconf
 

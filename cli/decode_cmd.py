@@ -20,8 +20,8 @@ import sys
 from typing import Any
 
 from cli.common import UserError
-from common.errors import DecodeError
-from common.pcap import PcapError, UdpDatagram, iter_lisp_control
+from common.wire.errors import DecodeError
+from common.wire.pcap import PcapError, UdpDatagram, iter_lisp_control
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -91,8 +91,8 @@ def error_line(exc: Exception) -> str:
 def _decode(payload: bytes, as_json: bool) -> Any:
     """Decode and render one payload; exceptions propagate to the caller."""
     # imported late: the codec is the heaviest import and `decent --help` needs none of it
-    from common.jsonview import message_json, message_text
-    from common.messages import decode_message
+    from common.wire.jsonview import message_json, message_text
+    from common.wire.messages import decode_message
 
     msg = decode_message(payload)
     return message_json(msg) if as_json else message_text(msg)

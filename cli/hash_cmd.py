@@ -16,8 +16,8 @@ import json
 import re
 
 from cli.common import UserError
-from common.decent_hash import MODES, dns_name, hash_string, index_of_string
-from common.eidtext import EidSpecError, parse_eidspec
+from common.decent.hash import MODES, dns_name, hash_string, index_of_string
+from common.wire.eidtext import EidSpecError, parse_eidspec
 
 # bounded so a pathological number cannot make int() slow; far beyond any real value
 _NUMBER = re.compile(r"-?[0-9]{1,9}\Z")

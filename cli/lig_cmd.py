@@ -32,14 +32,14 @@ from ipaddress import IPv4Address, ip_address
 
 from cli.common import UserError
 from cli.ops_cmd import add_config_option, load_config
-from common.addr import Eid
-from common.eidtext import EidSpecError, format_address, format_eid, parse_eidspec
-from common.errors import DecodeError
-from common.etr import eid_contains
-from common.itr import build_map_request_ecm
-from common.jsonview import eid_text
-from common.messages import MapReply, decode_message
-from common.records import ACTION_NAMES
+from common.wire.addr import Eid
+from common.wire.eidtext import EidSpecError, format_address, format_eid, parse_eidspec
+from common.wire.errors import DecodeError
+from common.machines.etr import eid_contains
+from common.machines.itr import build_map_request_ecm
+from common.wire.jsonview import eid_text
+from common.wire.messages import MapReply, decode_message
+from common.wire.records import ACTION_NAMES
 
 DEFAULT_MR_PORT = 4342
 _NUMBER = re.compile(r"[0-9]{1,6}\Z")
@@ -213,8 +213,8 @@ def decent_resolvers(cfg, eid: Eid) -> list:
     """The Map-Resolvers an ITR of this node would use for ``eid`` in pull mode: the
     addresses of its index's DNS set, as this node's discovery role last saw them."""
     from cli.busquery import query
-    from common import seeds
-    from common.pull import PullView
+    from common.decent import seeds
+    from common.decent.pull import PullView
     if cfg.decent.mode != "pull":
         raise UserError(f"--decent needs a pull-mode node (decent.mode is {cfg.decent.mode!r})")
     answers = query(cfg, seeds.QUERY_TOPIC, {})

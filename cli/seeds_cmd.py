@@ -19,7 +19,7 @@ import sys
 
 from cli.busquery import query
 from cli.common import UserError
-from common import seeds
+from common.decent import seeds
 
 
 def _fetch(cfg) -> dict:

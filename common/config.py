@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Union
 
-from common.addr import Eid
-from common.decent_hash import mask_warnings
-from common.eidtext import EidSpecError, format_eid, parse_eidspec
+from common.wire.addr import Eid
+from common.decent.hash import mask_warnings
+from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
 
 IPAddress = Union[IPv4Address, IPv6Address]
 

@@ -30,12 +30,12 @@ import zmq
 from bus import topics
 from bus.aio import AsyncSocket
 from bus.clone import CloneReader
-from common.datahdr import decapsulate_replica, encapsulate_replica
-from common.errors import DecodeError
-from common.itr import build_map_request_ecm
-from common.messages import MapReply, decode_message
-from common.push import group_eid, members_from_reply, members_of
-from common.regtable import RegistrationTable
+from common.wire.datahdr import decapsulate_replica, encapsulate_replica
+from common.wire.errors import DecodeError
+from common.machines.itr import build_map_request_ecm
+from common.wire.messages import MapReply, decode_message
+from common.decent.push import group_eid, members_from_reply, members_of
+from common.machines.regtable import RegistrationTable
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
 from roles.udp import open_sockets

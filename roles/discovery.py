@@ -1,6 +1,6 @@
 """The ``discovery`` role: DNS seed discovery for LISP-Decent pull mode.
 
-Thin shell over :class:`common.seeds.SeedTable`: resolves ``<i>.<suffix>`` for every
+Thin shell over :class:`common.decent.seeds.SeedTable`: resolves ``<i>.<suffix>`` for every
 index ``i`` in ``0 .. decent.modulus-1``, A and AAAA concurrently, with dnspython's
 asyncio resolver against ``decent.name_servers`` (the system resolver when none
 are configured), each query bounded by ``decent.query_timeout``; the machine says
@@ -9,7 +9,7 @@ on failure).
 
 Publishes:
 
-- the Clone stream ``seeds`` (:data:`common.seeds.STREAM`): key = index (int),
+- the Clone stream ``seeds`` (:data:`common.decent.seeds.STREAM`): key = index (int),
   value = ``{"addrs": [text, ...], "ttl": int, "state": "ok"|"nxdomain"|"failing",
   "updated": wall-clock ts of the last answer}``; an index not resolved yet has no
   key.  A role that starts later gets the whole table from the snapshot at once.
@@ -38,8 +38,8 @@ import dns.resolver
 
 from bus import topics
 from bus.clone import CloneWriter
-from common import seeds
-from common.seeds import Lookup, LogLine, SeedTable, SetChanged
+from common.decent import seeds
+from common.decent.seeds import Lookup, LogLine, SeedTable, SetChanged
 from roles.runtime import RoleContext, run_role
 
 MAX_CONCURRENT = 64  # names resolved at once (each is an A and an AAAA query)

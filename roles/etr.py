@@ -1,6 +1,6 @@
 """The ``etr`` role: registers the node's database mappings and answers for them.
 
-Thin shell over :class:`common.etr.EtrMachine`.  Map-Registers leave from the ETR's
+Thin shell over :class:`common.machines.etr.EtrMachine`.  Map-Registers leave from the ETR's
 own socket and the acknowledging Map-Notify comes back there.  Map-Requests for
 its EIDs reach it over the bus: ECMs with E=1 (``rx.ecm-etr``) and RLOC-probes
 (``rx.map-request``), both punted by the map_resolver workers; its authoritative
@@ -19,11 +19,11 @@ from ipaddress import ip_address
 from types import SimpleNamespace
 
 from bus import topics
-from common.ecm import Ecm
-from common.errors import DecodeError
-from common.etr import EtrMachine
-from common.messages import MapRequest, decode_message
-from common.push import membership_register
+from common.wire.ecm import Ecm
+from common.wire.errors import DecodeError
+from common.machines.etr import EtrMachine
+from common.wire.messages import MapRequest, decode_message
+from common.decent.push import membership_register
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.udp import open_sockets, send

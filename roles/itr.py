@@ -1,6 +1,6 @@
 """The ``itr`` role: the node's map-cache, filled by ECM Map-Requests.
 
-Thin shell over :class:`common.itr.ItrMachine`.  Other processes ask it to
+Thin shell over :class:`common.machines.itr.ItrMachine`.  Other processes ask it to
 resolve an EID over the bus (``itr.resolve`` with a ``reply`` topic; the answer is
 the cache entry, or a failure); ``itr.query`` returns the whole map-cache.  Its
 Map-Requests leave from its own socket and the Map-Replies come back there; SMRs
@@ -15,10 +15,10 @@ import sys
 import time
 
 from bus import topics
-from common.eidtext import EidSpecError, format_eid, parse_eidspec
-from common.errors import DecodeError
-from common.itr import ItrMachine, Resolved, ResolveFailed
-from common.messages import MapRequest, decode_message
+from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
+from common.wire.errors import DecodeError
+from common.machines.itr import ItrMachine, Resolved, ResolveFailed
+from common.wire.messages import MapRequest, decode_message
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.udp import open_sockets, send

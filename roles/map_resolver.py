@@ -2,7 +2,7 @@
 
 Each worker binds every RLOC with SO_REUSEPORT (the kernel spreads flows across
 the workers), keeps a full replica of every map_server shard's Clone stream, and
-answers ECM Map-Requests in-process with :class:`common.resolver.Resolver`.  All
+answers ECM Map-Requests in-process with :class:`common.machines.resolver.Resolver`.  All
 other message types are punted onto the bus by type (``rx.<type>``; Map-Registers
 by shard).  Workers also send what other roles queue for port 4342, each datagram
 once.  A worker answers nothing until every shard's replica is in sync.
@@ -24,8 +24,8 @@ import time
 
 from bus import topics
 from bus.clone import CloneReader
-from common.regtable import PrefixSet, RegistrationTable
-from common.resolver import Drop, Punt, Resolver, Send
+from common.machines.regtable import PrefixSet, RegistrationTable
+from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup

@@ -1,6 +1,6 @@
 """The ``map_server`` role: one shard of the registrations (sites split by name hash).
 
-Thin shell over :class:`common.mapserver.MapServer`: Map-Registers arrive on
+Thin shell over :class:`common.machines.mapserver.MapServer`: Map-Registers arrive on
 ``rx.map-register.<shard>`` (punted by the map_resolver workers), every content
 change is committed to SQLite before the Map-Notify goes out (through the send
 queue, from port 4342) and is then published on the shard's Clone stream
@@ -17,8 +17,8 @@ import time
 
 from bus import topics
 from bus.clone import CloneWriter
-from common.eidtext import format_eid
-from common.mapserver import MapServer
+from common.wire.eidtext import format_eid
+from common.machines.mapserver import MapServer
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role

@@ -8,8 +8,8 @@ set changes.  ``PullState.in_sync`` says whether the replica is complete.
 from __future__ import annotations
 
 from bus.clone import CloneReader
-from common import seeds
-from common.pull import PullView
+from common.decent import seeds
+from common.decent.pull import PullView
 
 
 class PullState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bus.topics import shard_of
-from common.mapserver import SitePolicy, SiteKey, site_covering
+from common.machines.mapserver import SitePolicy, SiteKey, site_covering
 
 
 def policies(cfg, shard: int | None = None) -> list[SitePolicy]:

@@ -1,7 +1,7 @@
 """The ``watchdog`` role: restarts a role instance that stopped heartbeating.
 
 Like FRR's watchfrr.  Supervisord restarts a process that *exits*; this catches the
-one that hangs.  It listens to ``hb.`` on the bus, feeds :class:`common.liveness.Liveness`
+one that hangs.  It listens to ``hb.`` on the bus, feeds :class:`common.machines.liveness.Liveness`
 (the decision, pure), and when an instance that was heartbeating has been silent
 for ``timers.watchdog_timeout`` seconds asks supervisord what it knows, over its
 XML-RPC interface on ``<state_dir>/supervisord.sock``
@@ -25,7 +25,7 @@ from typing import Any
 
 from bus import topics
 from bus.envelope import Header
-from common.liveness import Liveness, RestartDue
+from common.machines.liveness import Liveness, RestartDue
 from roles.runtime import HEARTBEAT_TYPE, RoleContext, run_role
 
 

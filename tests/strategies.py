@@ -12,13 +12,13 @@ from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import strategies as st
 
-from common.addr import (AfiList, DistinguishedName, InstanceIdAddr, Mac, MulticastInfo, NO_ADDRESS,
+from common.wire.addr import (AfiList, DistinguishedName, InstanceIdAddr, Mac, MulticastInfo, NO_ADDRESS,
                          OpaqueLcaf, Rle, RleEntry, address_bits)
-from common.ecm import Ecm
-from common.ipudp import IpUdp
-from common.messages import InfoMessage, MapReferral, MapReply, MapRequest, RequestRecord
-from common.records import EidRecord, Locator
-from common.register import MapNotify, MapNotifyAck, MapRegister
+from common.wire.ecm import Ecm
+from common.wire.ipudp import IpUdp
+from common.wire.messages import InfoMessage, MapReferral, MapReply, MapRequest, RequestRecord
+from common.wire.records import EidRecord, Locator
+from common.wire.register import MapNotify, MapNotifyAck, MapRegister
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)

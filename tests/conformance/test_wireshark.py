@@ -38,7 +38,7 @@ Adjustments to the drawn messages (test side, not tolerances):
   - Info-Replies carry a NAT-Traversal LCAF (S.infos(True) gives them AFI 0/17);
   - ECM inner source ports are ephemeral: Wireshark's UDP dissector tries the
     lower port first, so e.g. source port 53 would be dissected as DNS;
-  - HMACs are real (common.auth.seal) and checked by the oracle's PSK check.
+  - HMACs are real (common.wire.auth.seal) and checked by the oracle's PSK check.
 """
 
 from __future__ import annotations
@@ -55,16 +55,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from common.addr import (DistinguishedName, InstanceIdAddr, MulticastInfo, NoAddress, OpaqueLcaf,
+from common.wire.addr import (DistinguishedName, InstanceIdAddr, MulticastInfo, NoAddress, OpaqueLcaf,
                          Rle, encode_address)
-from common.auth import seal, verify
-from common.datahdr import (DECENT_IID, DataHeader, decapsulate_replica, decode_data_header,
+from common.wire.auth import seal, verify
+from common.wire.datahdr import (DECENT_IID, DataHeader, decapsulate_replica, decode_data_header,
                             encapsulate_replica, encode_data_header)
-from common.ecm import Ecm
-from common.ipudp import IpUdp, build_ip_udp, parse_ip_udp
-from common.messages import (InfoMessage, MapReferral, MapReply, MapRequest, decode_message,
+from common.wire.ecm import Ecm
+from common.wire.ipudp import IpUdp, build_ip_udp, parse_ip_udp
+from common.wire.messages import (InfoMessage, MapReferral, MapReply, MapRequest, decode_message,
                              encode_message)
-from common.register import MapNotify, MapRegister
+from common.wire.register import MapNotify, MapRegister
 from tests import strategies as S
 from tests.conformance import oracle
 

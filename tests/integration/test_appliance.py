@@ -144,8 +144,8 @@ def test_wrong_key_outside_prefix_and_replay_refused(node):
 def test_interop_sha1_key_field_0x0001_notify_to_source_port(node):
     """Open Overlay Router style: Key ID 0 / Algorithm 1 with a 20-byte HMAC-SHA-1, and
     the Map-Notify expected at the Map-Register's source port (not 4342)."""
-    from common.auth import verify
-    from common.messages import decode_message
+    from common.wire.auth import verify
+    from common.wire.messages import decode_message
     data = register(["[0]10.6.0.0/16"], nonce=time.time_ns(), key=b"oor-secret", alg=1,
                     xtr=b"\x07" * 16, proxy=True)
     assert data[12:16] == b"\x00\x01\x00\x14"

@@ -27,7 +27,7 @@ import zmq
 from bus import envelope, topics
 from bus.endpoints import Endpoints
 from cli.supervise import pid_alive
-from common import seeds
+from common.decent import seeds
 from roles import nodeconf
 from tests.integration.dnsserver import DnsServer, require_dnsmasq
 

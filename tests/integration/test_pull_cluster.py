@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from common.decent_hash import decent_index
-from common.eidtext import format_eid, parse_eidspec
-from common.messages import MapReply, decode_message
+from common.decent.hash import decent_index
+from common.wire.eidtext import format_eid, parse_eidspec
+from common.wire.messages import MapReply, decode_message
 from tests.integration.dnsserver import DnsServer, require_dnsmasq
 from tests.integration.harness import Node, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request

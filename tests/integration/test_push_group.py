@@ -22,9 +22,9 @@ import msgpack
 import pytest
 import zmq
 
-from common.auth import seal
-from common.messages import MapReply, decode_message
-from common.register import MapRegister
+from common.wire.auth import seal
+from common.wire.messages import MapReply, decode_message
+from common.wire.register import MapRegister
 from tests.integration.harness import Node, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request, record
 
@@ -214,7 +214,7 @@ def test_a_snapshot_entry_altered_in_transit_is_rejected(tmp_path):
     joiner = Node("pujoin", "127.0.51.2", body(60, seeds=(fake,)), timers=TIMERS)
     # the joiner looks the group up at its seed first: answer that lookup on UDP 4342
     import socket
-    from common.push import membership_record
+    from common.decent.push import membership_record
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((fake, 4342))
     udp.settimeout(0.2)
@@ -227,7 +227,7 @@ def test_a_snapshot_entry_altered_in_transit_is_rejected(tmp_path):
                 data, frm = udp.recvfrom(4096)
                 req = decode_message(data).inner
                 rec = membership_record(0, GROUP, fake, 1)
-                from common.messages import encode_message
+                from common.wire.messages import encode_message
                 udp.sendto(encode_message(MapReply(req.nonce, (rec,))), (str(req.itr_rlocs[0]), decode_message(data).ip.sport))
             except (socket.timeout, AttributeError):
                 pass

@@ -12,7 +12,7 @@ import time
 import pytest
 import zmq
 
-from common.messages import MapReply, decode_message
+from common.wire.messages import MapReply, decode_message
 from tests.integration.harness import Node, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request
 

@@ -13,7 +13,7 @@ import json
 import pytest
 import zmq
 
-from common.messages import MapReply, decode_message
+from common.wire.messages import MapReply, decode_message
 from tests.integration.harness import Node, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request
 

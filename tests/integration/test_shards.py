@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bus.topics import shard_of
-from common.messages import MapReply, decode_message
+from common.wire.messages import MapReply, decode_message
 from tests.integration.harness import CLI, REPO, Node, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request, register
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address as V4, ip_address
 
-from common.addr import eid_to_wire
-from common.auth import seal
-from common.ecm import Ecm
-from common.eidtext import parse_eidspec
-from common.ipudp import IpUdp
-from common.mapserver import MapServer, SiteKey, SitePolicy
-from common.messages import MapRequest, RequestRecord, encode_message
-from common.records import EidRecord, Locator
-from common.register import MapRegister
+from common.wire.addr import eid_to_wire
+from common.wire.auth import seal
+from common.wire.ecm import Ecm
+from common.wire.eidtext import parse_eidspec
+from common.wire.ipudp import IpUdp
+from common.machines.mapserver import MapServer, SiteKey, SitePolicy
+from common.wire.messages import MapRequest, RequestRecord, encode_message
+from common.wire.records import EidRecord, Locator
+from common.wire.register import MapRegister
 
 KEY = b"site-a-secret"
 XTR = bytes(range(16))

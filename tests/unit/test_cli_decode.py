@@ -2,7 +2,7 @@
 
 The Map-Register is the worked example of WIRE-FORMAT.md 6.3 (100 bytes, fixed
 here so the test does not depend on our encoder); the Map-Request is hand-made
-and checked against ``common.messages.encode_message``.
+and checked against ``common.wire.messages.encode_message``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from common.messages import MapRequest, RequestRecord, encode_message
+from common.wire.messages import MapRequest, RequestRecord, encode_message
 from tests.unit.test_pcap import (ether, ipv4_udp, ipv6_udp, need_tool, pcap_file, pcapng_file)
 
 MAP_REGISTER_HEX = """

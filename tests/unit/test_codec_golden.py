@@ -6,15 +6,15 @@ from ipaddress import IPv4Address as V4, IPv6Address as V6
 
 import pytest
 
-from common.addr import InstanceIdAddr, MulticastInfo, NO_ADDRESS, Rle, RleEntry, OpaqueLcaf
-from common.auth import seal, verify
-from common.datahdr import DECENT_IID, DataHeader, decode_data_header, encode_data_header
-from common.ecm import Ecm, decode_ecm
-from common.errors import DecodeError
-from common.ipudp import IpUdp
-from common.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
-from common.records import EidRecord, Locator
-from common.register import MapNotifyAck, MapRegister
+from common.wire.addr import InstanceIdAddr, MulticastInfo, NO_ADDRESS, Rle, RleEntry, OpaqueLcaf
+from common.wire.auth import seal, verify
+from common.wire.datahdr import DECENT_IID, DataHeader, decode_data_header, encode_data_header
+from common.wire.ecm import Ecm, decode_ecm
+from common.wire.errors import DecodeError
+from common.wire.ipudp import IpUdp
+from common.wire.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
+from common.wire.records import EidRecord, Locator
+from common.wire.register import MapNotifyAck, MapRegister
 
 # WIRE-FORMAT.md 6.3, MAC over the whole 100 bytes (trailer included)
 VECTOR_6_3 = bytes.fromhex(

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.errors import DecodeError
-from common.messages import decode_message, encode_message
+from common.wire.errors import DecodeError
+from common.wire.messages import decode_message, encode_message
 from tests import strategies as S
 
 KINDS = {

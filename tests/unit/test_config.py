@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli import supervise
-from common.addr import Eid
+from common.wire.addr import Eid
 from common.config import ConfigError, NodeConfig, parse_config
 from roles import nodeconf
 

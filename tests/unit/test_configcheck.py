@@ -1,4 +1,4 @@
-"""`decent config check`: common.cluster_check on parsed configs, and the CLI verb."""
+"""`decent config check`: common.decent.cluster_check on parsed configs, and the CLI verb."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from cli.main import main as decent
-from common import cluster_check
+from common.decent import cluster_check
 from common.config import parse_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

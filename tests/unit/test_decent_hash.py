@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.addr import Eid, Mac, clear_host_bits
-from common.decent_hash import (MODES, decent_index, dns_name, hash_string, index_of_string,
+from common.wire.addr import Eid, Mac, clear_host_bits
+from common.decent.hash import (MODES, decent_index, dns_name, hash_string, index_of_string,
                                 mask_warnings)
-from common.eidtext import format_eid, parse_eidspec
+from common.wire.eidtext import format_eid, parse_eidspec
 
 MODULI = (1, 2, 4, 7, 255, 1000)
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.addr import (AfiList, DistinguishedName, Eid, InstanceIdAddr, Mac, MulticastInfo,
+from common.wire.addr import (AfiList, DistinguishedName, Eid, InstanceIdAddr, Mac, MulticastInfo,
                          NO_ADDRESS, OpaqueLcaf, Rle, RleEntry, clear_host_bits)
-from common.eidtext import EidSpecError, format_address, format_eid, format_ipv6, parse_eidspec
+from common.wire.eidtext import EidSpecError, format_address, format_eid, format_ipv6, parse_eidspec
 
 
 # ---------------------------------------------------------------------------

@@ -6,12 +6,12 @@ from ipaddress import ip_address
 
 import pytest
 
-from common.auth import seal, verify
+from common.wire.auth import seal, verify
 from common.config import DatabaseMapping, Key, Locator as CfgLocator, MapServerRef
-from common.eidtext import parse_eidspec
-from common.etr import EtrMachine, default_timers
-from common.messages import MapReply, MapRequest, RequestRecord, decode_message
-from common.register import MapNotify, MapRegister
+from common.wire.eidtext import parse_eidspec
+from common.machines.etr import EtrMachine, default_timers
+from common.wire.messages import MapReply, MapRequest, RequestRecord, decode_message
+from common.wire.register import MapNotify, MapRegister
 
 A = ip_address
 SECRET = "lab-secret"
@@ -212,7 +212,7 @@ def test_proxy_reply_grouping():
 
 def _request(eid, itr_rlocs=("192.0.2.50",), probe=False, nonce=0xABCDEF):
     e = parse_eidspec(eid)
-    from common.addr import eid_to_wire
+    from common.wire.addr import eid_to_wire
     addr, mask = eid_to_wire(e)
     return MapRequest(nonce, tuple(A(a) for a in itr_rlocs), (RequestRecord(addr, mask),), probe=probe)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 from ipaddress import ip_address
 
-from common.addr import eid_to_wire
+from common.wire.addr import eid_to_wire
 from common.config import Endpoint
-from common.ecm import Ecm
-from common.eidtext import parse_eidspec
-from common.itr import Expired, ItrMachine, ResolveFailed, Resolved
-from common.mapcache import MapCache
-from common.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
-from common.records import ACT_DROP_POLICY_DENIED, ACT_NATIVELY_FORWARD, EidRecord, Locator
+from common.wire.ecm import Ecm
+from common.wire.eidtext import parse_eidspec
+from common.machines.itr import Expired, ItrMachine, ResolveFailed, Resolved
+from common.machines.mapcache import MapCache
+from common.wire.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
+from common.wire.records import ACT_DROP_POLICY_DENIED, ACT_NATIVELY_FORWARD, EidRecord, Locator
 
 A = ip_address
 E = parse_eidspec

@@ -13,11 +13,11 @@ from ipaddress import ip_address
 import pytest
 
 from cli.main import main
-from common.addr import eid_to_wire
-from common.ecm import Ecm
-from common.eidtext import parse_eidspec
-from common.messages import MapReply, MapRequest, decode_message, encode_message
-from common.records import ACT_DROP_POLICY_DENIED, ACT_NATIVELY_FORWARD, EidRecord, Locator
+from common.wire.addr import eid_to_wire
+from common.wire.ecm import Ecm
+from common.wire.eidtext import parse_eidspec
+from common.wire.messages import MapReply, MapRequest, decode_message, encode_message
+from common.wire.records import ACT_DROP_POLICY_DENIED, ACT_NATIVELY_FORWARD, EidRecord, Locator
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DECENT = REPO / ".venv" / "bin" / "decent"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.liveness import Liveness, RestartDue
+from common.machines.liveness import Liveness, RestartDue
 
 
 def beat(lv: Liveness, t0: float, t1: float, *keys, session="s", step=1.0):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from common.auth import verify
-from common.messages import decode_message
-from common.register import MapNotify
+from common.wire.auth import verify
+from common.wire.messages import decode_message
+from common.wire.register import MapNotify
 from tests.unit.msfixtures import KEY, register, server, site
-from common.mapserver import MapServer
+from common.machines.mapserver import MapServer
 
 SRC = ("127.0.0.1", 50000)
 
@@ -38,7 +38,7 @@ def test_prefix_outside_site_refused_no_hijack():
     ms = server()
     r = ms.handle_register(register(["[0]10.2.0.0/16"]), SRC, 0)
     assert not r.accepted and r.reason == "no-site"
-    from common.eidtext import format_eid
+    from common.wire.eidtext import format_eid
     assert [(format_eid(e), why) for e, why in r.refused] == [("[0]10.2.0.0/16", "no-site")]
     # a more-specific of a prefix without accept-more-specifics
     r = ms.handle_register(register(["[0]10.1.1.0/24"]), SRC, 0)

@@ -1,4 +1,4 @@
-"""common.pcap: UDP datagrams out of pcap / pcapng bytes.
+"""common.wire.pcap: UDP datagrams out of pcap / pcapng bytes.
 
 Captures are built two ways: by the small writer below (every container and link
 type variant, including broken ones), and by the real tools (text2pcap, and
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-import common.pcap as pcap_mod
-from common.pcap import PcapError, UdpDatagram, iter_lisp_control, iter_udp
+import common.wire.pcap as pcap_mod
+from common.wire.pcap import PcapError, UdpDatagram, iter_lisp_control, iter_udp
 
 # ---------------------------------------------------------------------------
-# capture writer (test side; deliberately independent of common.pcap)
+# capture writer (test side; deliberately independent of common.wire.pcap)
 
 
 def _csum(data: bytes) -> int:

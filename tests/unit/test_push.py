@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
-from common.addr import MulticastInfo, Rle
-from common.auth import verify
-from common.eidtext import format_eid
-from common.messages import decode_message
-from common.push import group_eid, members_from_reply, members_of, membership_register
-from common.regtable import RegistrationTable, entry_key, entry_value
+from common.wire.addr import MulticastInfo, Rle
+from common.wire.auth import verify
+from common.wire.eidtext import format_eid
+from common.wire.messages import decode_message
+from common.decent.push import group_eid, members_from_reply, members_of, membership_register
+from common.machines.regtable import RegistrationTable, entry_key, entry_value
 
 
 def test_group_eid_both_families():

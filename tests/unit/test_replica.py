@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from common import replica
-from common.replica import (KeyDeleted, KeySet, ReplicaError, ReplicaReader, SnapshotRequested,
+from common.machines import replica
+from common.machines.replica import (KeyDeleted, KeySet, ReplicaError, ReplicaReader, SnapshotRequested,
                             SyncGained, SyncLost)
 
 W = "writer-1"      # writer session

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from common.ecm import Ecm
-from common.eidtext import format_eid
-from common.messages import MapReply, decode_message
-from common.records import ACT_NATIVELY_FORWARD
-from common.regtable import PrefixSet
-from common.resolver import Drop, Punt, Resolver, Send
+from common.wire.ecm import Ecm
+from common.wire.eidtext import format_eid
+from common.wire.messages import MapReply, decode_message
+from common.wire.records import ACT_NATIVELY_FORWARD
+from common.machines.regtable import PrefixSet
+from common.machines.resolver import Drop, Punt, Resolver, Send
 from tests.unit.msfixtures import ecm_request, register, server, site
 
 SRC = ("127.0.0.1", 40000)
@@ -135,8 +135,8 @@ def test_per_eid_readiness_overrides_the_global_gate():
 
 
 def test_pull_mode_forwards_once_with_m_bit_and_keeps_negatives_inside_the_mask():
-    from common.pull import PullView
-    from common.eidtext import parse_eidspec
+    from common.decent.pull import PullView
+    from common.wire.eidtext import parse_eidspec
     _, r = setup()
     v = PullView(4, "prefix", 24, ["127.0.0.1"])
     idx = v.index(parse_eidspec("10.1.2.3"))

@@ -1,11 +1,11 @@
-"""The seeds machine (common.seeds) driven by hand with a fake clock."""
+"""The seeds machine (common.decent.seeds) driven by hand with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from common import seeds
-from common.seeds import (FAILING, NXDOMAIN, OK, PENDING, LogLine, Lookup, SeedError, SeedTable,
+from common.decent import seeds
+from common.decent.seeds import (FAILING, NXDOMAIN, OK, PENDING, LogLine, Lookup, SeedError, SeedTable,
                           SetChanged, combine, normalize_addrs, served_indexes, sets_from_clone)
 
 

@@ -3,7 +3,7 @@
 Pure functions implementing the three frozen modes of DESIGN.md section 6:
 
 ``draft`` (default)
-    SHA-256 of the canonical string (:func:`common.eidtext.format_eid`)
+    SHA-256 of the canonical string (:func:`common.wire.eidtext.format_eid`)
     truncated to ``mask`` bytes (no mask: the whole string, the source of an
     (S,G) included); the digest read as a big-endian integer, mod modulus.
 ``lispers``
@@ -25,8 +25,8 @@ import hashlib
 import hmac
 from ipaddress import IPv4Address, IPv6Address
 
-from common.addr import Eid, Mac, address_bits, clear_host_bits
-from common.eidtext import format_address, format_eid, format_group
+from common.wire.addr import Eid, Mac, address_bits, clear_host_bits
+from common.wire.eidtext import format_address, format_eid, format_group
 
 MODES = ("draft", "lispers", "prefix")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
 
-from common.addr import (AfiList, DistinguishedName, Eid, InstanceIdAddr, Mac,
+from common.wire.addr import (AfiList, DistinguishedName, Eid, InstanceIdAddr, Mac,
                          MulticastInfo, NoAddress, OpaqueLcaf, Rle, clear_host_bits)
 
 MAX_IID = 0xFFFFFFFF
@@ -68,7 +68,7 @@ def format_mac(mac: Mac) -> str:
 
 
 def format_address(addr: object) -> str:
-    """Readable text of any address of :mod:`common.addr`.
+    """Readable text of any address of :mod:`common.wire.addr`.
 
     IPv4, IPv6, MAC and the EID forms are canonical (see the module docstring);
     a distinguished name is ``'name'``, AFI 0 is ``no-address``, and the LCAF
@@ -136,7 +136,7 @@ _MCAST_V6 = IPv6Address("ff00::")
 
 
 def parse_eidspec(text: str) -> Eid:
-    """Read an EID spec into a normalised :class:`~common.addr.Eid`.
+    """Read an EID spec into a normalised :class:`~common.wire.addr.Eid`.
 
     Accepted: ``[<iid>]<prefix>`` or ``<prefix>`` (IID 0), where ``<prefix>`` is
     an IPv4, IPv6 or MAC address (``xxxx-xxxx-xxxx`` or ``xx:xx:xx:xx:xx:xx``)

@@ -14,8 +14,8 @@ import hmac
 import struct
 from dataclasses import replace
 
-from common.errors import EncodeError
-from common.register import (ALG_HMAC_SHA1_96, ALG_HMAC_SHA256_128, ALG_NONE, AUTH_OFFSET,
+from common.wire.errors import EncodeError
+from common.wire.register import (ALG_HMAC_SHA1_96, ALG_HMAC_SHA256_128, ALG_NONE, AUTH_OFFSET,
                              TRAILER_LEN, MapRegister, MapNotify, MapNotifyAck, encode_register_like)
 
 ALG_NAMES = {"none": ALG_NONE, "hmac-sha-1-96": ALG_HMAC_SHA1_96, "hmac-sha-256-128": ALG_HMAC_SHA256_128}

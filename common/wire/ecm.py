@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.errors import DecodeError, EncodeError
-from common.ipudp import IpUdp, build_ip_udp, parse_ip_udp
+from common.wire.errors import DecodeError, EncodeError
+from common.wire.ipudp import IpUdp, build_ip_udp, parse_ip_udp
 
 TYPE_ECM = 8
 ECM_S = 0x08000000
@@ -34,7 +34,7 @@ class Ecm:
 
 
 def encode_ecm(m: Ecm) -> bytes:
-    from common.messages import encode_message
+    from common.wire.messages import encode_message
     if isinstance(m.inner, Ecm):
         raise EncodeError("an ECM inside an ECM")
     w0 = (TYPE_ECM << 28) | (m.ddt << 26) | (m.to_etr << 25) | (m.to_ms << 24) | (m.reserved & 0xFFFFFF)
@@ -42,7 +42,7 @@ def encode_ecm(m: Ecm) -> bytes:
 
 
 def decode_ecm(buf: bytes) -> Ecm:
-    from common.messages import decode_message
+    from common.wire.messages import decode_message
     if len(buf) < 4:
         raise DecodeError("header", len(buf), "truncated ECM header")
     w0 = struct.unpack_from("!I", buf, 0)[0]

@@ -39,13 +39,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, IPv4Address
 from types import SimpleNamespace
 
-from common.addr import Eid, clear_host_bits, eid_to_wire
-from common.auth import seal, verify
+from common.wire.addr import Eid, clear_host_bits, eid_to_wire
+from common.wire.auth import seal, verify
 from common.config import TIMER_DEFAULTS
-from common.errors import DecodeError
-from common.messages import MapReply, MapRequest, decode_message, encode_message
-from common.records import EidRecord, Locator
-from common.register import MapNotify, MapRegister
+from common.wire.errors import DecodeError
+from common.wire.messages import MapReply, MapRequest, decode_message, encode_message
+from common.wire.records import EidRecord, Locator
+from common.wire.register import MapNotify, MapRegister
 
 MAX_RECORDS_PER_REGISTER = 20
 NONCE_MASK = (1 << 64) - 1

@@ -2,7 +2,7 @@
 
 An :class:`EidRecord` keeps the EID exactly as it was on the wire (``eid`` plus
 ``mask_len``) so that re-encoding is byte-exact; :attr:`EidRecord.prefix` gives
-the normalised :class:`~common.addr.Eid` the roles work with.
+the normalised :class:`~common.wire.addr.Eid` the roles work with.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.addr import (Eid, address_bits, decode_address, eid_from_wire, encode_address)
-from common.errors import DecodeError, EncodeError
+from common.wire.addr import (Eid, address_bits, decode_address, eid_from_wire, encode_address)
+from common.wire.errors import DecodeError, EncodeError
 
 ACT_NO_ACTION = 0
 ACT_NATIVELY_FORWARD = 1

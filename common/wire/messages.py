@@ -1,8 +1,8 @@
 """LISP control messages (RFC 9301 5): classes, encoders, and the one decoder.
 
 :func:`decode_message` takes a UDP payload and returns one of the message classes
-below, :class:`~common.register.MapRegister` / ``MapNotify`` / ``MapNotifyAck``,
-or :class:`~common.ecm.Ecm`.  It raises only :class:`~common.errors.DecodeError`.
+below, :class:`~common.wire.register.MapRegister` / ``MapNotify`` / ``MapNotifyAck``,
+or :class:`~common.wire.ecm.Ecm`.  It raises only :class:`~common.wire.errors.DecodeError`.
 :func:`encode_message` is its inverse: ``decode_message(encode_message(m)) == m``.
 
 Strictness: what cannot be a valid encoding is an error (overrunning lengths and
@@ -16,10 +16,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.addr import NO_ADDRESS, address_bits, decode_address, encode_address, eid_from_wire
-from common.errors import DecodeError, EncodeError
-from common.records import decode_record, decode_records, encode_record
-from common.register import (MapNotify, MapNotifyAck, MapRegister, decode_register_like,
+from common.wire.addr import NO_ADDRESS, address_bits, decode_address, encode_address, eid_from_wire
+from common.wire.errors import DecodeError, EncodeError
+from common.wire.records import decode_record, decode_records, encode_record
+from common.wire.register import (MapNotify, MapNotifyAck, MapRegister, decode_register_like,
                              encode_register_like)
 
 TYPE_MAP_REQUEST = 1
@@ -271,7 +271,7 @@ def decode_message(data: bytes):
     if mtype in (3, 4, 5):
         return decode_register_like(data)
     if mtype == TYPE_ECM:
-        from common.ecm import decode_ecm
+        from common.wire.ecm import decode_ecm
         return decode_ecm(data)
     if mtype == TYPE_MAP_REFERRAL:
         return _decode_map_referral(data)
@@ -295,7 +295,7 @@ def encode_message(msg) -> bytes:
     """The wire bytes of a message object (the inverse of decode_message)."""
     enc = _ENCODERS.get(type(msg))
     if enc is None:
-        from common.ecm import Ecm, encode_ecm
+        from common.wire.ecm import Ecm, encode_ecm
         if isinstance(msg, Ecm):
             return encode_ecm(msg)
         raise EncodeError(f"cannot encode {type(msg).__name__}")
@@ -306,7 +306,7 @@ def encode_message(msg) -> bytes:
 
 
 def message_type_name(msg) -> str:
-    from common.ecm import Ecm
+    from common.wire.ecm import Ecm
     if isinstance(msg, Ecm):
         return "ecm"
     return {MapRequest: "map-request", MapReply: "map-reply", MapRegister: "map-register",

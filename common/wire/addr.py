@@ -8,7 +8,7 @@ the AFI implies.  The model is a handful of small frozen classes (plus the stdli
 LCAF types 1 (AFI list), 2 (instance ID), 9 (multicast info) and 13 (RLE) are
 decoded; every other type is kept as :class:`OpaqueLcaf` and re-encoded byte for
 byte.  Decoding bounds every length against the enclosing LCAF and raises only
-:class:`~common.errors.DecodeError`.
+:class:`~common.wire.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Union
 
-from common.errors import DecodeError, EncodeError
+from common.wire.errors import DecodeError, EncodeError
 
 AFI_NONE = 0
 AFI_IPV4 = 1

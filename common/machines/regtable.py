@@ -16,9 +16,9 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytricia
 
-from common.addr import Eid, clear_host_bits
-from common.eidtext import format_address, format_eid, parse_eidspec
-from common.records import Locator
+from common.wire.addr import Eid, clear_host_bits
+from common.wire.eidtext import format_address, format_eid, parse_eidspec
+from common.wire.records import Locator
 
 _BITS = {4: 32, 6: 128}
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``resolve(eid, now)`` answers from the :class:`~common.mapcache.MapCache` when it
+``resolve(eid, now)`` answers from the :class:`~common.machines.mapcache.MapCache` when it
 can.  On a miss it creates (or joins) a *pending request* for exactly that EID and
 queues an ECM Map-Request for it:
 
@@ -39,14 +39,14 @@ from ipaddress import IPv4Address, IPv6Address
 from types import SimpleNamespace
 from typing import Callable
 
-from common.addr import NO_ADDRESS, Eid, eid_to_wire
+from common.wire.addr import NO_ADDRESS, Eid, eid_to_wire
 from common.config import INT_TIMERS, TIMER_DEFAULTS
-from common.ecm import Ecm
-from common.errors import DecodeError
-from common.etr import eid_contains
-from common.ipudp import IpUdp
-from common.mapcache import DEFAULT_INFINITE_TTL, CacheEntry, MapCache
-from common.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
+from common.wire.ecm import Ecm
+from common.wire.errors import DecodeError
+from common.machines.etr import eid_contains
+from common.wire.ipudp import IpUdp
+from common.machines.mapcache import DEFAULT_INFINITE_TTL, CacheEntry, MapCache
+from common.wire.messages import MapReply, MapRequest, RequestRecord, decode_message, encode_message
 
 CONTROL_PORT = 4342
 DEFAULT_SMR_INTERVAL = 3.0

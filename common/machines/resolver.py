@@ -23,12 +23,12 @@ import struct
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 
-from common.addr import Eid, Rle, RleEntry, eid_to_wire
-from common.ecm import Ecm, set_ecm_flags
-from common.errors import DecodeError
-from common.messages import MapReply, MapRequest, decode_message, encode_message
-from common.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record
-from common.regtable import PrefixSet, RegistrationTable, negative_prefix
+from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
+from common.wire.ecm import Ecm, set_ecm_flags
+from common.wire.errors import DecodeError
+from common.wire.messages import MapReply, MapRequest, decode_message, encode_message
+from common.wire.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record
+from common.machines.regtable import PrefixSet, RegistrationTable, negative_prefix
 
 _W0_NONCE = struct.Struct("!IQ")
 

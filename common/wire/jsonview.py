@@ -6,12 +6,12 @@ object with at least ``address``, ``priority`` and ``weight``.
 
 from __future__ import annotations
 
-from common.addr import Eid, eid_from_wire
-from common.eidtext import format_address, format_eid
-from common.ecm import Ecm
-from common.messages import (InfoMessage, MapReferral, MapReply, MapRequest, message_type_name)
-from common.records import ACTION_NAMES, EidRecord, Locator
-from common.register import MapNotify, MapNotifyAck, MapRegister
+from common.wire.addr import Eid, eid_from_wire
+from common.wire.eidtext import format_address, format_eid
+from common.wire.ecm import Ecm
+from common.wire.messages import (InfoMessage, MapReferral, MapReply, MapRequest, message_type_name)
+from common.wire.records import ACTION_NAMES, EidRecord, Locator
+from common.wire.register import MapNotify, MapNotifyAck, MapRegister
 
 REFERRAL_ACTIONS = {0: "node-referral", 1: "ms-referral", 2: "ms-ack", 3: "ms-not-registered",
                     4: "delegation-hole", 5: "not-authoritative"}

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Iterable, Mapping
 
-from common.eidtext import format_address
+from common.wire.eidtext import format_address
 
 # bus names (the shell publishes them; readers import them from here)
 STREAM = "seeds"                     # Clone stream: index -> value (see SeedTable.value)

@@ -3,7 +3,7 @@
 The three share one layout: flags, record count, nonce, Key ID (1 byte),
 Algorithm ID (1 byte), Authentication Data Length, the authentication data, the
 records, and the 24-byte xTR-ID/Site-ID trailer.  Computing and checking the MAC
-is :mod:`common.auth`'s job; here ``auth_data`` is just bytes.
+is :mod:`common.wire.auth`'s job; here ``auth_data`` is just bytes.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.errors import DecodeError, EncodeError
-from common.records import decode_records, encode_record
+from common.wire.errors import DecodeError, EncodeError
+from common.wire.records import decode_records, encode_record
 
 TYPE_MAP_REGISTER = 3
 TYPE_MAP_NOTIFY = 4

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from common.addr import Eid, Rle, RleEntry, eid_to_wire
-from common.auth import seal
-from common.records import EidRecord, Locator
-from common.register import MapRegister
+from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
+from common.wire.auth import seal
+from common.wire.records import EidRecord, Locator
+from common.wire.register import MapRegister
 
 MEMBER_LEVEL = 128
 

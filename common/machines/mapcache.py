@@ -20,9 +20,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytricia
 
-from common.addr import Eid
-from common.eidtext import format_address, format_eid
-from common.records import ACTION_NAMES, EidRecord
+from common.wire.addr import Eid
+from common.wire.eidtext import format_address, format_eid
+from common.wire.records import ACTION_NAMES, EidRecord
 
 TTL_LOCAL_POLICY = 0xFFFFFFFF
 DEFAULT_INFINITE_TTL = 86400.0

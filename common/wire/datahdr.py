@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.errors import DecodeError, EncodeError
-from common.ipudp import IpUdp, build_ip_udp, parse_ip_udp
+from common.wire.errors import DecodeError, EncodeError
+from common.wire.ipudp import IpUdp, build_ip_udp, parse_ip_udp
 
 DECENT_IID = 0xFFFFFF
 HEADER_LEN = 8

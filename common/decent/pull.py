@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
-from common.addr import Eid, address_bits
-from common.decent_hash import decent_index
+from common.wire.addr import Eid, address_bits
+from common.decent.hash import decent_index
 
 
 class PullView:

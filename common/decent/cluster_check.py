@@ -14,7 +14,7 @@ Checks, each a :class:`Finding`:
     and trailing dot), ``decent.hash_mode``, ``decent.hash_mask`` differ between
     files; the message names which file has which value.
 ``mask``
-    :func:`common.decent_hash.mask_warnings` for every database mapping and site
+    :func:`common.decent.hash.mask_warnings` for every database mapping and site
     prefix of every pull-mode file, under that file's own mode and mask.
 ``rloc``
     one RLOC claimed by two files (DNS would send one index's traffic to whichever
@@ -31,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from common.addr import Eid, clear_host_bits
-from common.decent_hash import mask_warnings
-from common.eidtext import format_eid
+from common.wire.addr import Eid, clear_host_bits
+from common.decent.hash import mask_warnings
+from common.wire.eidtext import format_eid
 
 PARAMS = ("modulus", "suffix", "hash_mode", "hash_mask")
 

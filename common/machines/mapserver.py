@@ -17,12 +17,12 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field, replace
 
-from common.addr import Eid, Rle, clear_host_bits
-from common.auth import seal, verify
-from common.errors import DecodeError
-from common.messages import decode_message
-from common.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
-from common.register import MapNotify, MapRegister
+from common.wire.addr import Eid, Rle, clear_host_bits
+from common.wire.auth import seal, verify
+from common.wire.errors import DecodeError
+from common.wire.messages import decode_message
+from common.machines.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
+from common.wire.register import MapNotify, MapRegister
 
 
 @dataclass(frozen=True, slots=True)

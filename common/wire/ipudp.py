@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from common.errors import DecodeError, EncodeError
+from common.wire.errors import DecodeError, EncodeError
 
 PROTO_UDP = 17
 
