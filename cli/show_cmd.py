@@ -62,11 +62,13 @@ def run_show(args) -> int:
                 print(f"  {m:<40} {', '.join(how) or 'self'}")
         return 0
     if args.what == "map-cache":
-        if not cfg.roles.itr:
+        data_path = cfg.roles.dataplane and cfg.dataplane is not None and bool(cfg.dataplane.interfaces)
+        if not cfg.roles.itr and not data_path:
             raise UserError(f"node {cfg.node.name} runs no itr", 1)
-        answers = query(cfg, "itr.query", {})
+        # with a data path: the entries it forwards with (its replica of the itr's cache)
+        answers = query(cfg, topics.DP_CACHE_QUERY if data_path else "itr.query", {})
         if not answers:
-            raise UserError("the itr did not answer", 1)
+            raise UserError(f"the {'dataplane' if data_path else 'itr'} did not answer", 1)
         entries = answers[0]["entries"]
         if args.json:
             print(json.dumps(entries))
@@ -108,7 +110,8 @@ def run_show(args) -> int:
     return 0
 
 
-MAIN = ("received", "answered", "forwarded", "register.accepted", "registrations")
+MAIN = ("received", "answered", "forwarded", "register.accepted", "registrations",
+        "encap.packets", "encap.bytes", "decap.packets", "decap.bytes", "native.packets", "icmp.sent")
 
 
 def run_counters(args) -> int:

@@ -5,19 +5,33 @@ resolve an EID over the bus (``itr.resolve`` with a ``reply`` topic; the answer 
 the cache entry, or a failure); ``itr.query`` returns the whole map-cache.  Its
 Map-Requests leave from its own socket and the Map-Replies come back there; SMRs
 reach it as punted ``rx.map-request`` datagrams.
+
+The map-cache is published as the Clone stream ``mapcache`` (key: the EID text,
+value: RLOCs, action, TTL and the wall-clock expiry) for the ``dataplane`` role, and
+saved to ``<state_dir>/itr_mapcache.msgpack`` on every change, so a restarted
+``itr`` starts from the entries it had (the data path keeps forwarding to them).
+The data path's misses arrive as ``dp.miss`` events and are resolved like any
+other request (one Map-Request per prefix per second at most).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import sys
 import time
+from ipaddress import ip_address
+
+import msgpack
 
 from bus import topics
-from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
+from bus.clone import CloneWriter
+from common.wire.eidtext import EidSpecError, format_address, format_eid, parse_eidspec
 from common.wire.errors import DecodeError
-from common.machines.itr import ItrMachine, Resolved, ResolveFailed
+from common.machines.itr import Expired, ItrMachine, Resolved, ResolveFailed
+from common.machines.mapcache import CacheEntry
+from common.wire.records import Locator
 from common.wire.messages import MapRequest, decode_message
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
@@ -36,6 +50,29 @@ async def main(ctx: RoleContext) -> None:
         pull.start()
     waiters: dict = {}   # eid -> [reply topics]
     wake = asyncio.Event()
+    offset = time.time() - time.monotonic()   # monotonic -> wall clock, fixed for the process
+    save_path = cfg.state_path("itr_mapcache.msgpack")
+    writer = CloneWriter(ctx, topics.MAPCACHE_STREAM)
+    restored = _restore(itr, save_path, offset, ctx)
+    writer.load(restored.items(), 0)
+    writer.start()
+    ctx.counters.set("mapcache.restored", len(restored))
+
+    def sync() -> None:
+        """Publish the cache's changes on the Clone stream and save it."""
+        now = time.monotonic()
+        current = {format_eid(e.eid): _value(e, offset) for e in itr.cache.entries() if e.expires > now}
+        changed = False
+        for k in [k for k in writer.data if k not in current]:
+            writer.delete(k)
+            changed = True
+        for k, v in current.items():
+            if writer.data.get(k) != v:
+                writer.set(k, v)
+                changed = True
+        if changed:
+            _save(save_path, writer.data, ctx)
+        ctx.counters.set("mapcache.entries", len(current))
 
     def deliver(eid, body) -> None:
         for reply in waiters.pop(eid, []):
@@ -43,6 +80,8 @@ async def main(ctx: RoleContext) -> None:
 
     def handle_events(events) -> None:
         now = time.monotonic()
+        if any(isinstance(ev, (Resolved, Expired)) for ev in events):
+            sync()
         for ev in events:
             if isinstance(ev, Resolved):
                 deliver(ev.eid, {"eid": format_eid(ev.eid), "ok": True,
@@ -54,6 +93,7 @@ async def main(ctx: RoleContext) -> None:
 
     def on_datagram(data: bytes, src) -> None:
         handle_events(itr.handle_map_reply(data, time.monotonic()))
+        sync()  # a reply may also have refreshed entries no request waited for
         wake.set()
 
     socks = await open_sockets(cfg.node.rlocs, on_datagram, ctx.counters)
@@ -79,6 +119,19 @@ async def main(ctx: RoleContext) -> None:
         flush()
         wake.set()
 
+    def on_miss(_t, _h, body) -> None:
+        try:
+            eid = parse_eidspec(body["eid"])
+        except (KeyError, TypeError, EidSpecError) as exc:
+            ctx.counters.drop("bad-miss", repr(exc))
+            return
+        ctx.counters.inc("dataplane.misses")
+        if itr.resolve(eid, time.monotonic()) is not None:
+            sync()  # cached here already: make sure the data path has it
+            return
+        flush()
+        wake.set()
+
     def on_query(_t, _h, body) -> None:
         if isinstance(body, dict) and isinstance(body.get("reply"), str):
             ctx.bus.publish(body["reply"], "itr.answered", {"entries": itr.cache_entries(time.monotonic())})
@@ -97,6 +150,7 @@ async def main(ctx: RoleContext) -> None:
 
     ctx.bus.subscribe(topics.ITR_RESOLVE, on_resolve)
     ctx.bus.subscribe("itr.query", on_query)
+    ctx.bus.subscribe(topics.DP_MISS, on_miss)
     ctx.bus.subscribe(topics.rx(topics.MAP_REQUEST), on_punt)
     ctx.bus.subscribe(topics.rx(topics.MAP_REPLY), on_punt)
     while True:
@@ -111,6 +165,53 @@ async def main(ctx: RoleContext) -> None:
         flush()
         for k, v in itr.counters.items():
             ctx.counters.set(k, v)
+
+
+def _value(e: CacheEntry, offset: float) -> dict:
+    return {"rlocs": [[format_address(l.address), l.priority, l.weight, bool(l.reachable)]
+                      for l in e.locators],
+            "action": e.action, "ttl": e.ttl, "expires_at": round(e.expires + offset, 3)}
+
+
+def _restore(itr: ItrMachine, path: str, offset: float, ctx) -> dict:
+    """Load the saved cache into the machine; return the unexpired items."""
+    try:
+        with open(path, "rb") as f:
+            items = msgpack.unpackb(f.read(), raw=False)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, msgpack.ExtraData) as exc:
+        ctx.counters.drop("mapcache-unreadable", f"{path}: {exc!r}")
+        return {}
+    out, entries = {}, []
+    mono_now = time.monotonic()
+    for k, v in items.items() if isinstance(items, dict) else ():
+        try:
+            eid = parse_eidspec(k)
+            expires = float(v["expires_at"]) - offset
+            locs = tuple(Locator(ip_address(a), int(p), int(w), reachable=bool(r)) for a, p, w, r in v["rlocs"])
+            entry = CacheEntry(eid, locs, int(v["ttl"]), mono_now, expires, int(v["action"]))
+        except (KeyError, TypeError, ValueError, EidSpecError) as exc:
+            ctx.counters.drop("mapcache-bad-entry", f"{k!r}: {exc!r}")
+            continue
+        if expires > mono_now:
+            entries.append(entry)
+            out[k] = v
+    for entry in sorted(entries, key=lambda e: e.eid.length):  # covers first, then what they cap
+        itr.cache.put(entry)
+    if out:
+        ctx.log.info("map-cache: %d entries restored from %s", len(out), path)
+    return out
+
+
+def _save(path: str, data: dict, ctx) -> None:
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(msgpack.packb(dict(data), use_bin_type=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        ctx.counters.drop("mapcache-save-failed", f"{path}: {exc!r}")
 
 
 if __name__ == "__main__":

@@ -95,12 +95,14 @@ class Encap:
 @dataclass(frozen=True, slots=True)
 class Native:
     packet: bytes
+    iid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Icmp:
-    packet: bytes                # to be written back to the EID side
+    packet: bytes                # to be written back to the EID side (the TUN of ``iid``)
     reason: str
+    iid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +303,8 @@ class DataPath:
 
     def __init__(self, *, own_rlocs, database=(), underlay_mtu: int = 1500, nonce_bit: bool = True,
                  lsb_bit: bool = True, iid_bit: bool = True, nonce_seed: int = 0,
-                 miss_interval: float = 0.5, queue_per_eid: int = 4, queue_total: int = 256) -> None:
+                 miss_interval: float = 0.5, queue_per_eid: int = 4, queue_total: int = 256,
+                 native_forward: bool = True) -> None:
         self.families = tuple(sorted({a.version for a in own_rlocs}))
         if not self.families:
             raise ValueError("the data path needs at least one RLOC")
@@ -311,6 +314,7 @@ class DataPath:
         self._nonce = nonce_seed & 0xFFFFFF
         self.miss_interval = miss_interval
         self.queue_per_eid, self.queue_total = queue_per_eid, queue_total
+        self.native_forward = native_forward
         self.table = DataTable()
         self._db = DataTable()
         for eid in database:
@@ -363,18 +367,18 @@ class DataPath:
         if m is None:
             return self._miss(packet, iid, v, dst, now)
         if m.negative or m.action == ACT_SEND_MAP_REQUEST and not m.rlocs:
-            return self._negative(packet, m)
+            return self._negative(packet, m, iid)
         h = flow_hash(src, dst, proto, sport, dport)
         rloc = choose_rloc(m.rlocs, h, self.families)
         if rloc is None:
             self._count("drop.no-usable-rloc")
-            return self._icmp(packet, "unreachable")
+            return self._icmp(packet, "unreachable", iid=iid)
         outer = OUTER_IP[rloc.address.version] + UDP_HDR + LISP_HDR
         if outer + len(packet) > self.underlay_mtu:
             if v == 6 or df:
                 self._count("drop.too-big")
                 mtu = self.underlay_mtu - outer
-                return self._icmp(packet, "too-big", max(mtu, _V6_MIN_MTU) if v == 6 else mtu)
+                return self._icmp(packet, "too-big", max(mtu, _V6_MIN_MTU) if v == 6 else mtu, iid)
             frags = fragment_ipv4(packet, self.underlay_mtu - outer)
             if not frags:
                 return self.drop("cannot-fragment")
@@ -390,19 +394,23 @@ class DataPath:
         self._count("encap.bytes", len(packet))
         return Encap(rloc.address, sport, seg)
 
-    def _negative(self, packet: bytes, m: Mapping) -> list:
+    def _negative(self, packet: bytes, m: Mapping, iid: int) -> list:
         if m.action in (ACT_NATIVELY_FORWARD, ACT_NO_ACTION, ACT_SEND_MAP_REQUEST):
+            if not self.native_forward:  # nowhere to forward natively: unreachable
+                self._count("drop.native-no-interface")
+                return self._icmp(packet, "unreachable", iid=iid)
             self._count("native.packets")
-            return [Native(packet)]
+            return [Native(packet, iid)]
         self._count(f"drop.negative-{_DROP_ACTIONS.get(m.action, 'action-%d' % m.action)}")
-        return self._icmp(packet, "prohibited" if m.action == ACT_DROP_POLICY_DENIED else "unreachable")
+        return self._icmp(packet, "prohibited" if m.action == ACT_DROP_POLICY_DENIED else "unreachable",
+                          iid=iid)
 
-    def _icmp(self, packet: bytes, kind: str, mtu: int = 0) -> list:
+    def _icmp(self, packet: bytes, kind: str, mtu: int = 0, iid: int = 0) -> list:
         err = icmp_error(packet, kind, mtu)
         if err is None:
             return []
         self._count("icmp.sent")
-        return [Icmp(err, kind)]
+        return [Icmp(err, kind, iid)]
 
     def _miss(self, packet: bytes, iid: int, v: int, dst: bytes, now: float) -> list:
         key = (iid, dst)

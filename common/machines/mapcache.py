@@ -149,6 +149,21 @@ class MapCache:
         heapq.heappush(self._heap, (entry.expires, self._seq, eid))
         return entry
 
+    def put(self, entry: CacheEntry) -> None:
+        """Install an entry as it is (restoring a saved cache; ``entry.expires`` on
+        this cache's clock); covering entries are capped like :meth:`install` does."""
+        tk = _tree_key(entry.eid)
+        if tk is None:
+            self._exact[entry.eid] = entry
+        else:
+            t = self._trees.get(tk)
+            if t is None:
+                t = self._trees[tk] = pytricia.PyTricia(_BITS[tk[1]])
+            t[_pfx(entry.eid)] = entry
+            self._cap_covers(t, entry.eid, entry.expires)
+        self._seq += 1
+        heapq.heappush(self._heap, (entry.expires, self._seq, entry.eid))
+
     def _cap_covers(self, t, eid: Eid, expires: float) -> None:
         p = _pfx(eid)
         parent = t.parent(p)

@@ -119,7 +119,7 @@ def test_negative_natively_forward_and_drop_with_icmp():
     d.set_mapping(Mapping(eid("10.60.0.0/16"), (), ACT_DROP_NO_REASON))
     d.set_mapping(Mapping(eid("10.70.0.0/16"), (), ACT_DROP_POLICY_DENIED))
     pkt = udp4("10.1.0.2", "10.50.1.1")
-    assert d.encapsulate(pkt, 0, 0) == [Native(pkt)]
+    assert d.encapsulate(pkt, 0, 0) == [Native(pkt, 0)]
     [ic] = d.encapsulate(udp4("10.1.0.2", "10.60.1.1"), 0, 0)
     assert isinstance(ic, Icmp)
     p = ic.packet
@@ -128,6 +128,12 @@ def test_negative_natively_forward_and_drop_with_icmp():
     [ic] = d.encapsulate(udp4("10.1.0.2", "10.70.1.1"), 0, 0)
     assert ic.packet[20:22] == bytes([3, 13])
     assert d.counters["drop.negative-drop-no-reason"] == 1
+    # no native interface: natively-forward becomes unreachable
+    d2 = dp(native_forward=False)
+    d2.set_mapping(Mapping(eid("10.50.0.0/16", 4), (), ACT_NATIVELY_FORWARD))
+    [ic] = d2.encapsulate(pkt, 4, 0)
+    assert isinstance(ic, Icmp) and ic.iid == 4 and ic.packet[20:22] == bytes([3, 1])
+    assert d2.counters["drop.native-no-interface"] == 1
 
 
 def test_mtu_ipv4_df_gets_frag_needed():
