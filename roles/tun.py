@@ -35,6 +35,7 @@ from bus import topics
 from bus.clone import CloneReader
 from common.machines.datapath import MAPPING_SYSTEM, DataPath, Encap, Icmp, Mapping, Miss, Native, Rloc
 from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
+from common.wire.records import ACTION_NAMES
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -186,7 +187,8 @@ class DataPathShell:
                          "rlocs": [{"address": str(r.address), "priority": r.priority,
                                     "weight": r.weight, "reachable": r.reachable} for r in m.rlocs],
                          "ttl": v.get("ttl"), "expires_in": round(m.expires - now, 3),
-                         "negative": m.negative, "action": m.action, "source": "dataplane"})
+                         "negative": m.negative, "action": ACTION_NAMES.get(m.action, str(m.action)),
+                         "source": "dataplane"})
         self.ctx.bus.publish(body["reply"], "dp.cache-answered",
                              {"entries": rows, "in_sync": bool(self.reader and self.reader.in_sync)})
 
