@@ -1,10 +1,14 @@
 """`decent hash`: the LISP-Decent index and DNS name of an EID.
 
-    decent hash EIDSPEC --modulus M [--mode draft|lispers|prefix]
-                [--hash-mask N] [--suffix NAME] [--json]
+    decent hash EIDSPEC --modulus M [--mode rfc9962|lispers|prefix]
+                [--hash-mask N] [--lookup-range [<iid>]<prefix>=<len>]...
+                [--suffix NAME] [--json]
 
-``--hash-mask`` is bytes of the string in ``draft`` mode, a prefix length in bits
-in ``prefix`` mode, and an error in ``lispers`` mode.  ``--json`` prints exactly
+``--hash-mask`` is bytes of the string in ``rfc9962`` mode (``draft`` is its old
+name), a prefix length in bits in ``prefix`` mode, and an error in ``lispers``
+mode.  With one or more ``--lookup-range`` (rfc9962 only, RFC 9962 section 5.2),
+EIDSPEC is a looked-up EID: it is masked to the lookup length of the most
+specific range holding it, then the hash mask applies.  ``--json`` prints exactly
 ``{"string": ..., "index": n, "name": "<n>.<suffix>"}`` (``name`` only with
 ``--suffix``).  Bad input exits 2 with one line on stderr.
 """
@@ -16,7 +20,8 @@ import json
 import re
 
 from cli.common import UserError
-from common.decent.hash import MODES, dns_name, hash_string, index_of_string
+from common.decent.hash import (ALIASES, MODES, LookupRange, canonical_mode, dns_name, hash_string,
+                                index_of_string)
 from common.wire.eidtext import EidSpecError, parse_eidspec
 
 # bounded so a pathological number cannot make int() slow; far beyond any real value
@@ -32,11 +37,14 @@ def register(subparsers) -> None:
     # numbers and the mode are checked by us, not argparse, so every mistake is one line
     p.add_argument("--modulus", required=True, metavar="M",
                    help="number of map-server sets (at least 1)")
-    p.add_argument("--mode", default="draft", metavar="|".join(MODES),
-                   help="hash mode (default: draft)")
+    p.add_argument("--mode", default="rfc9962", metavar="|".join(MODES),
+                   help="hash mode (default: rfc9962; draft is its old name)")
     p.add_argument("--hash-mask", metavar="N",
-                   help="draft: bytes of the string; prefix: prefix length in bits; "
+                   help="rfc9962: bytes of the string; prefix: prefix length in bits; "
                         "not allowed with lispers")
+    p.add_argument("--lookup-range", action="append", default=[], metavar="[<iid>]<prefix>=<len>",
+                   help="rfc9962 lookup range (repeatable): EIDs inside <prefix> hash on "
+                        "<len> bits; EIDSPEC is then a looked-up EID")
     p.add_argument("--suffix", metavar="NAME", help="DNS suffix of the map-server sets")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -48,10 +56,25 @@ def _int(text: str, what: str) -> int:
     return int(text)
 
 
+def _range(text: str) -> LookupRange:
+    spec, sep, length = text.rpartition("=")
+    if not sep:
+        raise UserError(f"bad --lookup-range {text!r}: expected [<iid>]<prefix>=<length>")
+    try:
+        prefix = parse_eidspec(spec.strip())
+    except EidSpecError as exc:
+        raise UserError(f"bad --lookup-range {text!r}: {exc}") from None
+    n = _int(length, "--lookup-range length")
+    try:
+        return LookupRange(prefix, n)
+    except ValueError as exc:
+        raise UserError(f"bad --lookup-range {text!r}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    mode = args.mode
-    if mode not in MODES:
-        raise UserError(f"unknown --mode {mode!r} (one of {', '.join(MODES)})")
+    if args.mode not in MODES + tuple(ALIASES):
+        raise UserError(f"unknown --mode {args.mode!r} (one of {', '.join(MODES + tuple(ALIASES))})")
+    mode = canonical_mode(args.mode)
     modulus = _int(args.modulus, "--modulus")
     if modulus < 1:
         raise UserError(f"--modulus must be at least 1, not {modulus}")
@@ -61,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--hash-mask does not apply to --mode lispers "
                             "(lispers.net hashes the whole string)")
         mask = _int(args.hash_mask, "--hash-mask")
-        if mode == "draft" and mask < 1:
-            raise UserError(f"--hash-mask counts bytes of the string in draft mode "
+        if mode == "rfc9962" and mask < 1:
+            raise UserError(f"--hash-mask counts bytes of the string in rfc9962 mode "
                             f"and must be at least 1, not {mask}")
         if mask < 0:
             raise UserError(f"--hash-mask must not be negative, not {mask}")
@@ -71,12 +94,17 @@ def run(args: argparse.Namespace) -> int:
         suffix = args.suffix.strip().rstrip(".")
         if not suffix:
             raise UserError("--suffix is empty")
+    ranges = tuple(_range(t) for t in args.lookup_range)
+    if ranges and mode != "rfc9962":
+        raise UserError(f"--lookup-range applies to --mode rfc9962 only, not {mode}")
+    if len({r.prefix for r in ranges}) != len(ranges):
+        raise UserError("a --lookup-range prefix is given twice")
     try:
         eid = parse_eidspec(args.eidspec)
     except EidSpecError as exc:
         raise UserError(f"bad EIDSPEC: {exc}") from None
     try:
-        string = hash_string(eid, mode, mask)
+        string = hash_string(eid, mode, mask, ranges)
         index = index_of_string(string, modulus, mode)
     except ValueError as exc:  # already checked above; kept so no traceback escapes
         raise UserError(str(exc)) from None
@@ -90,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"string  {string}")
         print(f"index   {index}  (mode {mode}, modulus {modulus}"
-              f"{'' if mask is None else f', hash mask {mask}'})")
+              f"{'' if mask is None else f', hash mask {mask}'}"
+              f"{'' if not ranges else ', lookup ranges ' + ', '.join(map(str, ranges))})")
         if name is not None:
             print(f"name    {name}")
     return 0

@@ -221,7 +221,7 @@ def decent_resolvers(cfg, eid: Eid) -> list:
     if not answers:
         raise UserError("the discovery role did not answer; is the node up?", 1)
     p = cfg.decent.pull
-    view = PullView(p.modulus, p.hash_mode, p.hash_mask, cfg.node.rlocs)
+    view = PullView(p.modulus, p.hash_mode, p.hash_mask, cfg.node.rlocs, p.lookup_ranges)
     view.update(seeds.sets_from_clone({int(k): v for k, v in _table(answers[0]).items()}))
     index = view.index(eid)
     addrs = view.sets.get(index, ())

@@ -35,7 +35,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Union
 
 from common.wire.addr import Eid
-from common.decent.hash import mask_warnings
+from common.decent.hash import ALIASES, LookupRange, canonical_mode, mask_warnings
 from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
 
 IPAddress = Union[IPv4Address, IPv6Address]
@@ -52,7 +52,7 @@ ALGORITHMS = {"none": 0, "hmac-sha-1-96": 1, "hmac-sha-256-128": 2}
 NONCE_POLICIES = ("strict", "warn", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DECENT_MODES = ("none", "pull", "push")
-HASH_MODES = ("draft", "lispers", "prefix")
+HASH_MODES = ("rfc9962", "lispers", "prefix") + tuple(ALIASES)  # "draft": rfc9962's old name
 SYNC_MODES = ("normal", "full")
 
 TIMER_DEFAULTS: dict[str, float] = {
@@ -232,15 +232,16 @@ class ItrSection:
 class PullSection:
     modulus: int
     suffix: str              # no trailing dot
-    hash_mode: str           # "draft" | "lispers" | "prefix"
-    hash_mask: int | None    # bytes (draft) or bits (prefix); None = no mask
+    hash_mode: str           # "rfc9962" | "lispers" | "prefix" ("draft" is read as "rfc9962")
+    hash_mask: int | None    # bytes (rfc9962) or bits (prefix); None = no mask
     name_servers: tuple[Endpoint, ...]  # empty: the system resolver
     resolve_min: float
     resolve_max: float
     query_timeout: float
-
+    lookup_ranges: tuple[LookupRange, ...] = ()  # RFC 9962 section 5.2 (rfc9962 mode only)
 
 @dataclass(frozen=True)
+
 class PushSection:
     group: IPAddress         # mapping-system group G
     iid: int
@@ -691,7 +692,7 @@ def _itr(data: Any, node: NodeSection) -> ItrSection:
 
 
 _PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
-              "resolve_max", "query_timeout")
+              "resolve_max", "query_timeout", "lookup_ranges")
 _PUSH_KEYS = ("group", "iid", "seed_rlocs", "seed_group", "core_seed", "snapshot_on_join",
               "membership_interval", "curve_secret", "snapshot_port")
 _Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
@@ -718,7 +719,8 @@ def _pull(t: _Table) -> PullSection:
     suffix = t.get("suffix", _str)
     if not _DNS_NAME.match(suffix) or suffix == ".":
         raise ConfigError(t.at("suffix"), f"not a DNS name: {suffix!r}")
-    hash_mode = t.get("hash_mode", _choice(HASH_MODES))
+    named = t.get("hash_mode", _choice(HASH_MODES))
+    hash_mode = canonical_mode(named)
     if hash_mode == "lispers":
         if t.has("hash_mask") and t.data["hash_mask"] != "none":
             raise ConfigError(t.at("hash_mask"), 'not allowed with hash_mode "lispers" '
@@ -726,13 +728,13 @@ def _pull(t: _Table) -> PullSection:
         mask = None
     else:
         if not t.has("hash_mask"):
-            unit = "bytes of the EID string" if hash_mode == "draft" else "prefix bits"
-            raise ConfigError(t.at("hash_mask"), f'missing: hash_mode "{hash_mode}" needs an '
+            unit = "bytes of the EID string" if hash_mode == "rfc9962" else "prefix bits"
+            raise ConfigError(t.at("hash_mask"), f'missing: hash_mode "{named}" needs an '
                                                  f'explicit mask ({unit}) or "none"')
         raw = t.data["hash_mask"]
         if raw == "none":
             mask = None
-        elif hash_mode == "draft":
+        elif hash_mode == "rfc9962":
             mask = _mask_int(raw, t.at("hash_mask"), 1, 255)
         else:
             mask = _mask_int(raw, t.at("hash_mask"), 1, 128)
@@ -743,7 +745,31 @@ def _pull(t: _Table) -> PullSection:
         raise ConfigError(t.at("resolve_min"), f"{rmin:g} is longer than decent.resolve_max "
                                                f"({rmax:g})")
     return PullSection(modulus, suffix.rstrip("."), hash_mode, mask, ns, rmin, rmax,
-                       t.get("query_timeout", _seconds, 2.0))
+                       t.get("query_timeout", _seconds, 2.0), _lookup_ranges(t, hash_mode))
+
+
+def _lookup_ranges(t: _Table, hash_mode: str) -> tuple[LookupRange, ...]:
+    """``lookup_ranges = [{ range = "[<iid>]<prefix>", length = N }, ...]`` (section 5.2)."""
+    if not t.has("lookup_ranges"):
+        return ()
+    if hash_mode != "rfc9962":
+        raise ConfigError(t.at("lookup_ranges"), f'only used with hash_mode "rfc9962", not '
+                                                 f'"{hash_mode}"')
+    if not isinstance(t.data["lookup_ranges"], list):
+        raise ConfigError(t.at("lookup_ranges"), "expected an array of { range, length } tables")
+    out: list[LookupRange] = []
+    for rdata, rpath in t.tables("lookup_ranges"):
+        r = _Table(rdata, rpath, ("range", "length"))
+        prefix = r.get("range", _eid)
+        if prefix.is_multicast or not isinstance(prefix.address, (IPv4Address, IPv6Address)):
+            raise ConfigError(r.at("range"), f"{format_eid(prefix)}: a lookup range is a unicast "
+                                             f"IPv4 or IPv6 prefix")
+        bits = 32 if isinstance(prefix.address, IPv4Address) else 128
+        length = r.get("length", _int(prefix.length, bits))
+        if any(o.prefix == prefix for o in out):
+            raise ConfigError(r.at("range"), f"{format_eid(prefix)} is listed twice")
+        out.append(LookupRange(prefix, length))
+    return tuple(out)
 
 
 def _mask_int(v: Any, path: str, lo: int, hi: int) -> int:
@@ -786,7 +812,8 @@ def _pull_warnings(decent: DecentSection, sites: tuple[Site, ...],
              for j, p in enumerate(s.prefixes)]
     items += [(f"database_mapping[{i}].eid", m.eid) for i, m in enumerate(maps)]
     for path, eid in items:
-        out.extend(f"{path}: {w}" for w in mask_warnings(eid, pull.hash_mode, pull.hash_mask))
+        out.extend(f"{path}: {w}" for w in mask_warnings(eid, pull.hash_mode, pull.hash_mask,
+                                                         pull.lookup_ranges))
     return tuple(out)
 
 

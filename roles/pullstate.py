@@ -15,7 +15,7 @@ from common.decent.pull import PullView
 class PullState:
     def __init__(self, ctx, on_change=None) -> None:
         p = ctx.cfg.decent.pull
-        self.view = PullView(p.modulus, p.hash_mode, p.hash_mask, ctx.cfg.node.rlocs)
+        self.view = PullView(p.modulus, p.hash_mode, p.hash_mask, ctx.cfg.node.rlocs, p.lookup_ranges)
         self.on_change = on_change
         self.on_sync_changed = None
         self.reader = CloneReader(ctx, seeds.STREAM, on_set=self._changed, on_delete=self._changed,

@@ -11,11 +11,13 @@ Checks, each a :class:`Finding`:
 
 ``disagreement``
     ``decent.mode``, ``decent.modulus``, ``decent.suffix`` (compared without case
-    and trailing dot), ``decent.hash_mode``, ``decent.hash_mask`` differ between
-    files; the message names which file has which value.
+    and trailing dot), ``decent.hash_mode`` (``draft`` and ``rfc9962`` are one
+    mode), ``decent.hash_mask``, ``decent.lookup_ranges`` (as a set) differ
+    between files; the message names which file has which value.
 ``mask``
     :func:`common.decent.hash.mask_warnings` for every database mapping and site
-    prefix of every pull-mode file, under that file's own mode and mask.
+    prefix of every pull-mode file, under that file's own mode, mask and lookup
+    ranges (a prefix inside a range must be at least the range's length long).
 ``rloc``
     one RLOC claimed by two files (DNS would send one index's traffic to whichever
     node bound it).
@@ -35,7 +37,7 @@ from common.wire.addr import Eid, clear_host_bits
 from common.decent.hash import mask_warnings
 from common.wire.eidtext import format_eid
 
-PARAMS = ("modulus", "suffix", "hash_mode", "hash_mask")
+PARAMS = ("modulus", "suffix", "hash_mode", "hash_mask", "lookup_ranges")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +82,19 @@ def compare_params(cfgs: Sequence[Any]) -> list[Finding]:
         if key == "suffix":
             groups = _group(pulls, lambda c: c.decent.pull.suffix.rstrip(".").lower(),
                             lambda c, v: c.decent.pull.suffix)
+        elif key == "lookup_ranges":
+            groups = _group(pulls, lambda c: frozenset(c.decent.pull.lookup_ranges),
+                            lambda c, v: _ranges_text(c.decent.pull.lookup_ranges))
         else:
             groups = _group(pulls, lambda c, k=key: getattr(c.decent.pull, k))
         f = _disagreement(key, groups)
         if f:
             out.append(f)
     return out
+
+
+def _ranges_text(ranges) -> str:
+    return "[" + ", ".join(sorted(str(r) for r in ranges)) + "]"
 
 
 def registered_prefixes(cfg: Any) -> list[tuple[str, Eid]]:
@@ -103,7 +112,7 @@ def mask_findings(cfg: Any) -> list[Finding]:
         return []
     return [Finding("mask", f"{cfg.source}: {path}: {w}")
             for path, eid in registered_prefixes(cfg)
-            for w in mask_warnings(eid, pull.hash_mode, pull.hash_mask)]
+            for w in mask_warnings(eid, pull.hash_mode, pull.hash_mask, pull.lookup_ranges)]
 
 
 def rloc_findings(cfgs: Sequence[Any]) -> list[Finding]:
@@ -198,8 +207,9 @@ def summary(cfgs: Sequence[Any]) -> str:
         return f"{n} file(s), none in pull mode: nothing to compare"
     p = pulls[0].decent.pull
     prefixes = sum(len(registered_prefixes(c)) for c in pulls)
+    ranges = f", lookup ranges {_ranges_text(p.lookup_ranges)}" if p.lookup_ranges else ""
     return (f"{n} file(s) agree: modulus {p.modulus}, suffix {p.suffix}, hash mode "
-            f"{p.hash_mode}, mask {_show(p.hash_mask)}; {prefixes} registered prefix(es) "
+            f"{p.hash_mode}, mask {_show(p.hash_mask)}{ranges}; {prefixes} registered prefix(es) "
             f"consistent with the mask")
 
 

@@ -2,10 +2,13 @@
 
 Pure functions implementing the three frozen modes of DESIGN.md section 6:
 
-``draft`` (default)
-    SHA-256 of the canonical string (:func:`common.wire.eidtext.format_eid`)
-    truncated to ``mask`` bytes (no mask: the whole string, the source of an
-    (S,G) included); the digest read as a big-endian integer, mod modulus.
+``rfc9962`` (the standard; ``draft`` is its old name and stays an alias)
+    RFC 9962 section 5.1: SHA-256 of the canonical string
+    (:func:`common.wire.eidtext.format_eid`) truncated to ``mask`` bytes; the
+    digest read as a big-endian integer, mod modulus.  Multicast entries hash
+    exactly ``[<iid>]<group>`` (never the source).  Section 5.2 lookup ranges
+    (:class:`LookupRange`): an EID inside a range is masked to the range's
+    lookup length (the most specific range wins) before it is formatted.
 ``lispers``
     lispers.net's ``lisp_get_decent_index``: HMAC-SHA-256 keyed ``lisp-decent``
     over the unmasked string, first 6 bytes of the digest big-endian, mod
@@ -13,9 +16,10 @@ Pure functions implementing the three frozen modes of DESIGN.md section 6:
     is an error.
 ``prefix``
     The EID is masked to ``mask`` bits (a shorter prefix keeps its own length),
-    formatted, and hashed like ``draft``; multicast hashes the masked group alone.
+    formatted, and hashed like ``rfc9962``; multicast hashes the masked group
+    alone.  One lookup range covering the whole space, registrations included.
 
-Every node of a deployment must agree on mode, mask and modulus; these
+Every node of a deployment must agree on mode, mask, ranges and modulus; these
 functions are what they agree on, so their output must never change.
 """
 
@@ -25,39 +29,110 @@ import hashlib
 import hmac
 from ipaddress import IPv4Address, IPv6Address
 
+from dataclasses import dataclass
+
 from common.wire.addr import Eid, Mac, address_bits, clear_host_bits
 from common.wire.eidtext import format_address, format_eid, format_group
 
-MODES = ("draft", "lispers", "prefix")
+MODES = ("rfc9962", "lispers", "prefix")
+ALIASES = {"draft": "rfc9962"}  # the name before RFC 9962 was published
 
 LISPERS_KEY = b"lisp-decent"
 LISPERS_WIDTH = 6  # bytes of the HMAC digest lispers.net uses by default
 
 
-def _check(mode: str, mask: int | None) -> None:
+@dataclass(frozen=True)
+class LookupRange:
+    """RFC 9962 section 5.2: EIDs looked up inside ``prefix`` hash on ``length`` bits."""
+
+    prefix: Eid   # a unicast IPv4 or IPv6 prefix, with its instance-ID
+    length: int   # the lookup length in bits, at least the prefix's own length
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        if p.is_multicast or not isinstance(p.address, (IPv4Address, IPv6Address)):
+            raise ValueError(f"a lookup range is a unicast IPv4 or IPv6 prefix, not {format_eid(p)}")
+        bits = address_bits(p.address)
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or \
+                not p.length <= self.length <= bits:
+            raise ValueError(f"lookup length of {format_eid(p)} must be an integer from "
+                             f"{p.length} to {bits}, not {self.length!r}")
+
+    def __str__(self) -> str:
+        return f"{format_eid(self.prefix)}={self.length}"
+
+
+def canonical_mode(mode: str) -> str:
+    """``mode`` with its alias resolved (``draft`` -> ``rfc9962``); ValueError if unknown."""
+    mode = ALIASES.get(mode, mode)
     if mode not in MODES:
-        raise ValueError(f"unknown hash mode {mode!r} (one of {', '.join(MODES)})")
+        names = ", ".join(MODES + tuple(ALIASES))
+        raise ValueError(f"unknown hash mode {mode!r} (one of {names})")
+    return mode
+
+
+def _inside(prefix: Eid, eid: Eid) -> bool:
+    """Unicast ``eid`` lies inside unicast ``prefix`` (same IID and family, at least as long)."""
+    return (prefix.iid == eid.iid and type(prefix.address) is type(eid.address)
+            and not eid.is_multicast and prefix.length <= eid.length
+            and clear_host_bits(eid.address, prefix.length) == prefix.address)
+
+
+def matching_range(eid: Eid, ranges) -> LookupRange | None:
+    """The most specific range holding unicast ``eid`` (same IID and family), or None."""
+    best = None
+    if eid.is_multicast:
+        return None
+    for r in ranges:
+        if _inside(r.prefix, eid) and (best is None or r.prefix.length > best.prefix.length):
+            best = r
+    return best
+
+
+def apply_ranges(eid: Eid, ranges) -> Eid:
+    """``eid`` masked to the lookup length of its most specific range (section 5.2).
+
+    An EID in no range, a multicast EID, and a prefix no longer than the lookup
+    length come back unchanged: a looked-up host EID is hashed as itself when no
+    range holds it, and a registered prefix of exactly the lookup length hashes
+    its own prefix, the same string as every lookup inside it.
+    """
+    r = matching_range(eid, ranges) if ranges else None
+    if r is None or eid.length <= r.length:
+        return eid
+    return Eid(eid.iid, clear_host_bits(eid.address, r.length), r.length)
+
+
+def _check(mode: str, mask: int | None, ranges=()) -> str:
+    mode = canonical_mode(mode)
+    if ranges and mode != "rfc9962":
+        raise ValueError(f"lookup ranges apply to the rfc9962 mode only, not {mode}")
     if mask is None:
-        return
+        return mode
     if mode == "lispers":
         raise ValueError("lispers mode takes no hash mask (lispers.net hashes the whole string)")
     if not isinstance(mask, int) or isinstance(mask, bool) or mask < 0:
         raise ValueError(f"hash mask must be a non-negative integer, not {mask!r}")
-    if mode == "draft" and mask == 0:
+    if mode == "rfc9962" and mask == 0:
         # zero bytes would hash every EID to the same index: surely a mistake
-        raise ValueError("a draft hash mask counts bytes of the string and must be at least 1")
+        raise ValueError("an rfc9962 hash mask counts bytes of the string and must be at least 1")
+    return mode
 
 
-def hash_string(eid: Eid, mode: str, mask: int | None) -> str:
-    """The exact string hashed for ``eid`` in ``mode``, after the mask.
+def hash_string(eid: Eid, mode: str, mask: int | None, ranges=()) -> str:
+    """The exact string hashed for ``eid`` in ``mode``, after the ranges and the mask.
 
-    ``mask`` is bytes of the string for ``draft``, a prefix length in bits for
-    ``prefix``, and must be None for ``lispers``.  Raises ``ValueError`` for an
-    unknown mode or a mask the mode does not take.
+    ``mask`` is bytes of the string for ``rfc9962``, a prefix length in bits for
+    ``prefix``, and must be None for ``lispers``; ``ranges`` (rfc9962 only) are
+    :class:`LookupRange` s applied first.  Raises ``ValueError`` for an unknown
+    mode or a mask or ranges the mode does not take.
     """
-    _check(mode, mask)
-    if mode == "draft":
-        s = format_eid(eid)
+    mode = _check(mode, mask, ranges)
+    if mode == "rfc9962":
+        if eid.is_multicast:
+            s = f"[{eid.iid}]{format_address(eid.group)}"
+        else:
+            s = format_eid(apply_ranges(eid, ranges) if ranges else eid)
         if mask is None:
             return s
         # the canonical text is ASCII, so bytes and characters coincide
@@ -75,28 +150,27 @@ def hash_string(eid: Eid, mode: str, mask: int | None) -> str:
     return format_eid(Eid(eid.iid, clear_host_bits(eid.address, length), length))
 
 
-def index_of_string(s: str, modulus: int, mode: str = "draft") -> int:
+def index_of_string(s: str, modulus: int, mode: str = "rfc9962") -> int:
     """The index of an already masked hash string (see :func:`decent_index`)."""
     if not isinstance(modulus, int) or isinstance(modulus, bool) or modulus < 1:
         raise ValueError(f"modulus must be an integer of at least 1, not {modulus!r}")
     data = s.encode("ascii")
-    if mode == "lispers":
+    if canonical_mode(mode) == "lispers":
         digest = hmac.new(LISPERS_KEY, data, hashlib.sha256).digest()
         return int.from_bytes(digest[:LISPERS_WIDTH], "big") % modulus
-    if mode not in MODES:
-        raise ValueError(f"unknown hash mode {mode!r} (one of {', '.join(MODES)})")
     return int.from_bytes(hashlib.sha256(data).digest(), "big") % modulus
 
 
-def decent_index(eid: Eid, modulus: int, mode: str = "draft", mask: int | None = None) -> int:
+def decent_index(eid: Eid, modulus: int, mode: str = "rfc9962", mask: int | None = None,
+                 ranges=()) -> int:
     """Name index (0 .. modulus-1) of ``eid``.
 
-    ``draft``/``prefix``: SHA-256 of :func:`hash_string`, big-endian, mod
+    ``rfc9962``/``prefix``: SHA-256 of :func:`hash_string`, big-endian, mod
     modulus.  ``lispers``: first 6 bytes of HMAC-SHA-256 (key ``lisp-decent``),
-    big-endian, mod modulus.  ``ValueError`` if modulus < 1 or the mode/mask is
-    invalid.
+    big-endian, mod modulus.  ``ValueError`` if modulus < 1 or the mode, mask or
+    ranges are invalid.
     """
-    return index_of_string(hash_string(eid, mode, mask), modulus, mode)
+    return index_of_string(hash_string(eid, mode, mask, ranges), modulus, mode)
 
 
 def dns_name(index: int, suffix: str) -> str:
@@ -107,17 +181,19 @@ def dns_name(index: int, suffix: str) -> str:
 # ---------------------------------------------------------------------------
 # config-check warnings
 
-def mask_warnings(eid: Eid, mode: str, mask: int | None) -> list[str]:
+def mask_warnings(eid: Eid, mode: str, mask: int | None, ranges=()) -> list[str]:
     """Why lookups for addresses inside registered ``eid`` may miss its index.
 
-    ``draft``: for multicast, the mask must cover ``[<iid>]<group>`` and stop
-    before the source (no mask hashes the source, which also warns); for every
-    EID, the masked string of the prefix and of every host inside it must be
-    equal.  ``prefix``: the registered prefix (the group for multicast) must not
-    be shorter than the mask.  ``lispers``: nothing to check (no mask).  Returns
-    an empty list when the registration is consistent.
+    ``rfc9962``: for multicast, the mask must not cut into ``[<iid>]<group>``
+    (the source is never hashed); a unicast prefix inside a lookup range must
+    be at least the range's lookup length long, and must not cover a more
+    specific range partly; for every EID, the string of the prefix and of every
+    host inside it (ranges, then mask applied) must be equal.  ``prefix``: the
+    registered prefix (the group for multicast) must not be shorter than the
+    mask.  ``lispers``: nothing to check (no mask).  Returns an empty list when
+    the registration is consistent.
     """
-    _check(mode, mask)
+    mode = _check(mode, mask, ranges)
     name = format_eid(eid)
     out: list[str] = []
     if mode == "prefix":
@@ -128,29 +204,44 @@ def mask_warnings(eid: Eid, mode: str, mask: int | None) -> list[str]:
                 out.append(f"{name}: {what} /{plen} is shorter than the hash mask /{mask}; "
                            f"lookups inside it hash to other indexes")
         return out
-    if mode != "draft":
+    if mode != "rfc9962":
         return out
     if eid.is_multicast:
         group_text = f"[{eid.iid}]{format_address(eid.group)}"
-        full_group = format_group(eid)
-        if mask is None:
-            out.append(f"{name}: no hash mask, so the source is hashed too; "
-                       f"(S,G) and (*,G) entries of one group land on different indexes")
-        elif mask < len(group_text):
+        if mask is not None and mask < len(group_text):
             out.append(f"{name}: hash mask {mask} cuts into {group_text!r} "
                        f"({len(group_text)} bytes)")
-        elif mask > len(full_group) + 1:  # the '-' after the group is shared by (S,G) and (*,G)
-            out.append(f"{name}: hash mask {mask} reaches the source (the group part "
-                       f"{full_group + '-'!r} is {len(full_group) + 1} bytes)")
-        if out:
             return out  # the host check below would only restate the same problem
-    want = hash_string(eid, mode, mask)
+    else:
+        r = matching_range(eid, ranges)
+        if r is not None and eid.length < r.length:
+            out.append(f"{name}: prefix /{eid.length} is shorter than the lookup length /{r.length} "
+                       f"of range {format_eid(r.prefix)}; lookups inside it hash to other indexes")
+        for q in ranges:
+            if _inside(eid, q.prefix) and q.prefix.length > eid.length:
+                out.append(f"{name}: covers lookup range {format_eid(q.prefix)}, whose lookups hash "
+                           f"on /{q.length} prefixes, not on this registration")
+        if out:
+            return out
+    want = hash_string(eid, mode, mask, ranges)
     for host in _host_candidates(eid):
-        got = hash_string(host, mode, mask)
+        got = hash_string(host, mode, mask, ranges)
         if got != want:
             out.append(f"{name}: hash mask {_mask_text(mask)} gives {want!r} for the prefix but "
                        f"{got!r} for {format_eid(host)}; lookups inside it may miss its index")
             break
+    return out
+
+
+def range_warnings(ranges) -> list[str]:
+    """Lookup ranges that contradict each other: the same prefix listed twice."""
+    seen: dict = {}
+    out = []
+    for r in ranges:
+        if r.prefix in seen:
+            out.append(f"lookup range {format_eid(r.prefix)} is listed twice "
+                       f"(lengths {seen[r.prefix]} and {r.length})")
+        seen.setdefault(r.prefix, r.length)
     return out
 
 
@@ -231,5 +322,6 @@ def _combine(choices: list[tuple[int, ...]], i: int, acc: int):
         yield from _combine(choices, i + 1, (acc << 16) | v)
 
 
-__all__ = ["MODES", "hash_string", "decent_index", "index_of_string", "dns_name",
-           "mask_warnings"]
+__all__ = ["ALIASES", "MODES", "LookupRange", "apply_ranges", "canonical_mode", "decent_index",
+           "dns_name", "hash_string", "index_of_string", "mask_warnings", "matching_range",
+           "range_warnings"]

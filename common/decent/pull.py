@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
-from common.wire.addr import Eid, address_bits
-from common.decent.hash import decent_index
+from common.wire.addr import Eid, address_bits, clear_host_bits
+from common.decent.hash import _inside, canonical_mode, decent_index, matching_range
 
 
 class PullView:
-    def __init__(self, modulus: int, hash_mode: str, hash_mask: int | None, rlocs) -> None:
-        self.modulus, self.hash_mode, self.hash_mask = modulus, hash_mode, hash_mask
+    """``index(eid)`` is the same function for a registered prefix and a looked-up
+    EID: the lookup ranges (RFC 9962 section 5.2) mask both to the range's length."""
+
+    def __init__(self, modulus: int, hash_mode: str, hash_mask: int | None, rlocs,
+                 lookup_ranges=()) -> None:
+        self.modulus, self.hash_mode, self.hash_mask = modulus, canonical_mode(hash_mode), hash_mask
+        self.ranges = tuple(lookup_ranges)
         self.rlocs = {ip_address(str(r)) for r in rlocs}
         self.sets: dict[int, tuple[str, ...]] = {}
         self._rr: dict[int, int] = {}
@@ -24,7 +29,7 @@ class PullView:
         self.sets = dict(sets)
 
     def index(self, eid: Eid) -> int:
-        return decent_index(eid, self.modulus, self.hash_mode, self.hash_mask)
+        return decent_index(eid, self.modulus, self.hash_mode, self.hash_mask, self.ranges)
 
     def servers(self, eid: Eid) -> tuple[str, ...]:
         return self.sets.get(self.index(eid), ())
@@ -53,7 +58,20 @@ class PullView:
 
     def negative_floor(self, eid: Eid) -> int:
         """The shortest negative prefix that cannot cover EIDs hashing elsewhere:
-        the mask in ``prefix`` mode, the host route in ``draft`` and ``lispers``."""
+        the mask in ``prefix`` mode; inside a lookup range its lookup length, or
+        longer where a more specific range lies inside that block; the host route
+        otherwise (``rfc9962`` outside every range, ``lispers``)."""
         if self.hash_mode == "prefix" and self.hash_mask is not None:
             return min(self.hash_mask, eid.length)
-        return address_bits(eid.address)
+        r = matching_range(eid, self.ranges) if self.ranges else None
+        if r is None:
+            return address_bits(eid.address)
+        floor = r.length
+        for _ in range(len(self.ranges)):  # each pass can only lengthen the floor
+            block = Eid(eid.iid, clear_host_bits(eid.address, floor), floor)
+            longer = [q.prefix.length for q in self.ranges
+                      if q.prefix.length > floor and _inside(block, q.prefix)]
+            if not longer:
+                break
+            floor = max(longer)
+        return min(floor, eid.length)

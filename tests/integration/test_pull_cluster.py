@@ -7,7 +7,7 @@ every node's Map-Resolver (forwarded with M=1 to the index's set, then to the ET
 and every registration is stored on exactly the two nodes of its index.  Then: a
 DNS change moves registrations (withdrawn from the old member), a stopped node
 leaves its index served by the other, and a node with another modulus is refused
-and counted.  (`draft` mode: test_pull_draft.py.)
+and counted.  (`draft` mode: test_pull_draft.py; lookup ranges: test_pull_ranges.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from common.decent.hash import decent_index
+from common.decent.hash import LookupRange, decent_index
 from common.wire.eidtext import format_eid, parse_eidspec
 from common.wire.messages import MapReply, decode_message
 from tests.integration.dnsserver import DnsServer, require_dnsmasq
@@ -55,7 +55,7 @@ def eids(k: int) -> dict:
             f"[1000]10.30.{k}.0/24": f"[1000]10.30.{k}.9"}
 
 
-def node_body(k: int, dns: DnsServer, mode: str, mask: int, modulus: int = MODULUS) -> str:
+def node_body(k: int, dns: DnsServer, mode: str, mask, modulus: int = MODULUS, ranges=()) -> str:
     sites = "".join(f"""
 [[site]]
 name = "n{j}"
@@ -63,6 +63,10 @@ key = [{{ id = 0, alg = "hmac-sha-256-128", secret = "secret-{j}" }}]
 prefix = [{", ".join(f'{{ eid = "{p}" }}' for p in eids(j))}]
 """ for j in range(1, N + 2))
     mappings = "".join(f'\n[[database_mapping]]\neid = "{p}"\n' for p in eids(k))
+    lookup = ""
+    if ranges:
+        lookup = "lookup_ranges = [" + ", ".join(f'{{ range = "{r}", length = {n} }}'
+                                                 for r, n in ranges) + "]"
     return f"""
 [roles]
 map_resolver = {{ workers = 1 }}
@@ -76,7 +80,8 @@ mode = "pull"
 modulus = {modulus}
 suffix = "{SUFFIX}"
 hash_mode = "{mode}"
-hash_mask = {mask}
+hash_mask = {mask if isinstance(mask, int) else f'"{mask}"'}
+{lookup}
 name_servers = ["{dns.endpoint}"]
 resolve_min = 1
 resolve_max = 3
@@ -112,16 +117,19 @@ def answered_prefix(node_addr: str, host: str, attempts: int = 1) -> str | None:
 
 
 class Cluster:
-    def __init__(self, mode: str, mask: int, tag: str) -> None:
+    def __init__(self, mode: str, mask, tag: str, ranges=()) -> None:
+        """``ranges``: (``[<iid>]<prefix>``, lookup length) pairs (rfc9962 mode)."""
         require_dnsmasq()
-        self.mode, self.mask = mode, mask
+        self.mode, self.mask = mode, None if mask == "none" else mask
+        self.ranges = tuple(LookupRange(parse_eidspec(r), n) for r, n in ranges)
         self.dns = DnsServer(SUFFIX, address="127.0.53.30", ttl=1).start()
         self.dns.set_records(index_sets())
-        self.nodes = {k: Node(f"{tag}{k}", rloc(k), node_body(k, self.dns, mode, mask), timers=TIMERS)
+        self.nodes = {k: Node(f"{tag}{k}", rloc(k), node_body(k, self.dns, mode, mask, ranges=ranges),
+                              timers=TIMERS)
                       for k in range(1, N + 1)}
 
     def index(self, prefix: str) -> int:
-        return decent_index(parse_eidspec(prefix), MODULUS, self.mode, self.mask)
+        return decent_index(parse_eidspec(prefix), MODULUS, self.mode, self.mask, self.ranges)
 
     def up(self) -> None:
         for n in self.nodes.values():

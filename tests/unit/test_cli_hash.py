@@ -54,7 +54,9 @@ def test_json_exact_text(capsys):
 
 
 @pytest.mark.parametrize("argv, string, oracle", [
-    (["[0]224.1.1.1-2.2.2.2", "--modulus", "255"], "[0]224.1.1.1/32-2.2.2.2/32", sha_index),
+    # RFC 9962 section 5.1: multicast hashes exactly [<iid>]<group>, never the source
+    (["[0]224.1.1.1-2.2.2.2", "--modulus", "255"], "[0]224.1.1.1", sha_index),
+    (["[0]224.1.1.1-2.2.2.2", "--modulus", "255", "--mode", "draft"], "[0]224.1.1.1", sha_index),
     (["224.1.1.1/32-0.0.0.0/0", "--modulus", "255", "--hash-mask", "12"], "[0]224.1.1.1", sha_index),
     (["[7]ff0e::1-::/0", "--modulus", "255", "--mode", "lispers"], "[7]ff0e::1/128", lispers_index),
     (["[7]ff0e::1:2/128-::/0", "--modulus", "255", "--mode", "prefix", "--hash-mask", "112"],
@@ -94,6 +96,15 @@ def test_human_output(capsys):
     (["1.2.3.4", "--modulus", "4", "--mode", "prefix", "--hash-mask", "-1"], "negative"),
     (["1.2.3.4", "--modulus", "4", "--hash-mask", "x"], "--hash-mask must be an integer"),
     (["1.2.3.4", "--modulus", "4", "--suffix", "."], "--suffix is empty"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "1.0.0.0/8"], "expected [<iid>]<prefix>=<length>"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "1.0.0.0/8=4"], "must be an integer from 8 to 32"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "1.0.0.0/8=33"], "must be an integer from 8 to 32"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "1.0.0.0/8=x"], "must be an integer"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "224.0.0.0/4-0.0.0.0/0=8"], "unicast"),
+    (["1.2.3.4", "--modulus", "4", "--lookup-range", "1.0.0.0/8=16", "--lookup-range",
+      "1.0.0.0/8=24"], "given twice"),
+    (["1.2.3.4", "--modulus", "4", "--mode", "prefix", "--hash-mask", "8", "--lookup-range",
+      "1.0.0.0/8=16"], "rfc9962 only"),
 ])
 def test_user_errors_are_one_line(capsys, argv, fragment):
     assert main(["hash", *argv]) == 2
@@ -119,3 +130,40 @@ def test_subprocess_bad_eidspec():
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == "decent: bad EIDSPEC: mask length 40 beyond IPv4's 32 bits\n"
+
+
+# RFC 9962 section 5.2's example: ranges [0]240.11.0.0/16 -> 24, [0]240.12.0.0/16 -> 30,
+# [0]240.13.0.0/16 -> 25; the strings are the RFC's, the indexes computed here
+RFC_RANGES = ["--lookup-range", "[0]240.11.0.0/16=24", "--lookup-range", "[0]240.12.0.0/16=30",
+              "--lookup-range", "[0]240.13.0.0/16=25"]
+
+
+@pytest.mark.parametrize("eid, string", [
+    ("[0]240.11.1.1", "[0]240.11.1.0/24"),
+    ("[0]240.12.2.5", "[0]240.12.2.4/30"),
+    ("[0]240.13.3.7", "[0]240.13.3.0/25"),
+    ("[0]240.14.1.1", "[0]240.14.1.1/32"),
+])
+def test_lookup_ranges_rfc_example_via_cli(capsys, eid, string):
+    for modulus in (4, 255):
+        got = run_json(capsys, eid, "--modulus", str(modulus), *RFC_RANGES, "--suffix", "ms.example")
+        n = sha_index(string, modulus)
+        assert got == {"string": string, "index": n, "name": f"{n}.ms.example"}
+
+
+def test_lookup_range_then_hash_mask_and_iid(capsys):
+    # the range applies first, then the byte mask; another IID is another range
+    got = run_json(capsys, "[0]240.11.1.1", "--modulus", "7", *RFC_RANGES, "--hash-mask", "11")
+    assert got == {"string": "[0]240.11.1", "index": sha_index("[0]240.11.1", 7)}
+    got = run_json(capsys, "[5]240.11.1.1", "--modulus", "7", *RFC_RANGES)
+    assert got["string"] == "[5]240.11.1.1/32"
+    got = run_json(capsys, "[5]2001:db8:1:2::9", "--modulus", "7",
+                   "--lookup-range", "[5]2001:db8::/32=48", "--lookup-range", "[5]2001:db8:1::/48=64")
+    assert got == {"string": "[5]2001:db8:1:2::/64", "index": sha_index("[5]2001:db8:1:2::/64", 7)}
+
+
+def test_lookup_ranges_human_output(capsys):
+    assert main(["hash", "[0]240.12.2.5", "--modulus", "4", *RFC_RANGES]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["string", "[0]240.12.2.4/30"]
+    assert "lookup ranges [0]240.11.0.0/16=24" in out

@@ -332,7 +332,7 @@ def test_alg_none_takes_no_secret():
     ({"hash_mode": "draft", "hash_mask": "all"}, "decent.hash_mask",
      'expected an integer or "none", got a string'),
     ({"hash_mode": "sha1", "hash_mask": 8}, "decent.hash_mode",
-     "'sha1' is not one of 'draft', 'lispers', 'prefix'"),
+     "'sha1' is not one of 'rfc9962', 'lispers', 'prefix', 'draft'"),
     ({"hash_mode": "draft", "hash_mask": 8, "group": "239.1.1.1"}, "decent.group",
      'not used with decent.mode = "pull"'),
     ({"hash_mode": "draft", "hash_mask": 8, "suffix": "bad..name"}, "decent.suffix",

@@ -15,7 +15,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def node(n: int, *, modulus=4, suffix="ms.example", mode="prefix", mask: object = 24,
-         mappings=None, site_prefixes=None, secret=None, decent_mode="pull") -> dict:
+         mappings=None, site_prefixes=None, secret=None, decent_mode="pull",
+         ranges=None) -> dict:
     """A parsed-TOML dict for node ``n`` (127.0.1.n) registering 10.0.n.0/24 etc."""
     maps = mappings if mappings is not None else [f"10.0.{n}.0/24", f"fd0{n}:0:1::/48",
                                                   f"[1000]10.0.{n}.0/24"]
@@ -35,6 +36,8 @@ def node(n: int, *, modulus=4, suffix="ms.example", mode="prefix", mask: object 
         d["decent"].update({"modulus": modulus, "suffix": suffix, "hash_mode": mode})
         if mode != "lispers":
             d["decent"]["hash_mask"] = mask
+        if ranges is not None:
+            d["decent"]["lookup_ranges"] = [{"range": r, "length": n} for r, n in ranges]
     else:
         d["etr"] = {"map_servers": [{"address": "127.0.0.1", "secret": "s3cret"}]}
     return d
@@ -69,7 +72,7 @@ def test_suffix_mode_and_decent_mode_disagreements():
                         "node3.toml, node4.toml; none in node5.toml")
     assert any(f.startswith("disagreement: decent.suffix differs: ms.example in node1.toml, "
                             "node3.toml, node4.toml; other.example in node2.toml") for f in found)
-    assert any("decent.hash_mode differs: prefix in node1.toml, node2.toml; draft in "
+    assert any("decent.hash_mode differs: prefix in node1.toml, node2.toml; rfc9962 in "
                "node3.toml; lispers in node4.toml" in f for f in found)
     assert any("decent.hash_mask differs: 24 in node1.toml, node2.toml; 8 in node3.toml; "
                "none in node4.toml" in f for f in found)
@@ -177,3 +180,70 @@ def test_example_pull_cluster_is_consistent(capsys):
         pytest.skip("configs/pull not present")
     assert len(files) == 8
     assert decent(["config", "check", "--sites"] + files) == 0, capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# RFC 9962 section 5.2 lookup ranges
+
+RANGES = [("[0]10.0.0.0/16", 24), ("fd00::/8", 48), ("[1000]10.0.0.0/16", 24)]
+
+
+def test_draft_and_rfc9962_are_one_mode_and_ranges_agree():
+    cfgs = [cfg(1, mode="rfc9962", mask="none", ranges=RANGES),
+            cfg(2, mode="draft", mask="none", ranges=list(reversed(RANGES)))]
+    assert cluster_check.check(cfgs, sites=True) == []
+    assert ("hash mode rfc9962, mask none, lookup ranges [[0]10.0.0.0/16=24, [0]fd00::/8=48, "
+            "[1000]10.0.0.0/16=24]") in \
+        cluster_check.summary(cfgs)
+
+
+def test_lookup_range_disagreement_names_the_files():
+    cfgs = [cfg(1, mode="rfc9962", mask="none", ranges=RANGES),
+            cfg(2, mode="rfc9962", mask="none", ranges=RANGES),
+            cfg(3, mode="rfc9962", mask="none", ranges=[("[0]10.0.0.0/16", 25)] + RANGES[1:]),
+            cfg(4, mode="rfc9962", mask="none")]
+    found = [str(f) for f in cluster_check.check(cfgs) if f.kind == "disagreement"]
+    assert found == [
+        "disagreement: decent.lookup_ranges differs: [[0]10.0.0.0/16=24, [0]fd00::/8=48, "
+        "[1000]10.0.0.0/16=24] in node1.toml, node2.toml; [[0]10.0.0.0/16=25, [0]fd00::/8=48, "
+        "[1000]10.0.0.0/16=24] in node3.toml; [] in node4.toml"]
+
+
+def test_prefix_shorter_than_lookup_length_is_reported():
+    c = cfg(1, mode="rfc9962", mask="none", ranges=[("[0]10.0.0.0/16", 24)],
+            mappings=["10.0.0.0/23", "10.0.5.0/24", "10.0.6.16/28"],
+            site_prefixes=["10.0.0.0/16", "10.0.0.0/23", "10.0.5.0/24", "10.0.6.16/28"])
+    found = [str(f) for f in cluster_check.mask_findings(c)]
+    assert found == [
+        "mask: node1.toml: site[0].prefix[0].eid: [0]10.0.0.0/16: prefix /16 is shorter than the "
+        "lookup length /24 of range [0]10.0.0.0/16; lookups inside it hash to other indexes",
+        "mask: node1.toml: site[0].prefix[1].eid: [0]10.0.0.0/23: prefix /23 is shorter than the "
+        "lookup length /24 of range [0]10.0.0.0/16; lookups inside it hash to other indexes",
+        "mask: node1.toml: database_mapping[0].eid: [0]10.0.0.0/23: prefix /23 is shorter than "
+        "the lookup length /24 of range [0]10.0.0.0/16; lookups inside it hash to other indexes"]
+
+
+def test_lookup_ranges_config_errors():
+    from common.config import ConfigError
+    bad = [
+        ({"hash_mode": "prefix", "hash_mask": 24, "lookup_ranges": [{"range": "10.0.0.0/8", "length": 16}]},
+         "decent.lookup_ranges", 'only used with hash_mode "rfc9962", not "prefix"'),
+        ({"hash_mode": "rfc9962", "hash_mask": "none", "lookup_ranges": [{"range": "10.0.0.0/8", "length": 4}]},
+         "decent.lookup_ranges[0].length", "4 out of range 8..32"),
+        ({"hash_mode": "rfc9962", "hash_mask": "none", "lookup_ranges": [{"range": "10.0.0.0/8"}]},
+         "decent.lookup_ranges[0].length", "missing"),
+        ({"hash_mode": "rfc9962", "hash_mask": "none",
+          "lookup_ranges": [{"range": "239.0.0.0/8-0.0.0.0/0", "length": 16}]},
+         "decent.lookup_ranges[0].range", "a lookup range is a unicast IPv4 or IPv6 prefix"),
+        ({"hash_mode": "rfc9962", "hash_mask": "none",
+          "lookup_ranges": [{"range": "10.0.0.0/8", "length": 16}, {"range": "10.1.0.0/8", "length": 24}]},
+         "decent.lookup_ranges[1].range", "[0]10.0.0.0/8 is listed twice"),
+        ({"hash_mode": "rfc9962", "hash_mask": "none", "lookup_ranges": "10.0.0.0/8=16"},
+         "decent.lookup_ranges", "expected an array of { range, length } tables"),
+    ]
+    for decent, path, reason in bad:
+        d = node(1, mode="rfc9962", mask="none")
+        d["decent"].update(decent)
+        with pytest.raises(ConfigError) as exc:
+            parse_config(d, "x.toml", "/tmp")
+        assert exc.value.key_path == path and reason in exc.value.reason, (decent, str(exc.value))

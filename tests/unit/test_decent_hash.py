@@ -1,5 +1,7 @@
 """LISP-Decent pull-mode hash: the three modes against independently computed vectors.
 
+``draft`` is the old name of ``rfc9962`` and is used here too, to pin the alias.
+
 Every expected index here is computed from a string written out by hand, with
 hashlib/hmac directly, never through the module's own formatting.
 """
@@ -15,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.wire.addr import Eid, Mac, clear_host_bits
-from common.decent.hash import (MODES, decent_index, dns_name, hash_string, index_of_string,
-                                mask_warnings)
+from common.decent.hash import (ALIASES, MODES, LookupRange, apply_ranges, canonical_mode,
+                                decent_index, dns_name, hash_string, index_of_string,
+                                mask_warnings, range_warnings)
 from common.wire.eidtext import format_eid, parse_eidspec
 
 MODULI = (1, 2, 4, 7, 255, 1000)
@@ -62,12 +65,16 @@ def test_wire_format_table_lispers_digests():
 
 # (spec, mode, mask, the exact string that must be hashed)
 VECTORS = [
-    # draft, whole string
+    # rfc9962 (alias draft), whole string; multicast: exactly [<iid>]<group> (section 5.1)
     ("10.1.2.3/16", "draft", None, "[0]10.1.0.0/16"),
-    ("[0]224.1.1.1-2.2.2.2", "draft", None, "[0]224.1.1.1/32-2.2.2.2/32"),          # (S,G)
-    ("224.1.1.1/32-0.0.0.0/0", "draft", None, "[0]224.1.1.1/32-0.0.0.0/0"),          # (*,G)
-    ("[7]FF0E:0:0::1-2001:db8::5", "draft", None, "[7]ff0e::1/128-2001:db8::5/128"),  # IPv6 (S,G)
-    ("[7]ff0e::1/128-::/0", "draft", None, "[7]ff0e::1/128-::/0"),                   # IPv6 (*,G)
+    ("10.1.2.3/16", "rfc9962", None, "[0]10.1.0.0/16"),
+    ("[0]224.1.1.1-2.2.2.2", "draft", None, "[0]224.1.1.1"),                         # (S,G)
+    ("[0]224.1.1.1-2.2.2.2", "rfc9962", None, "[0]224.1.1.1"),
+    ("224.1.1.1/32-0.0.0.0/0", "rfc9962", None, "[0]224.1.1.1"),                     # (*,G)
+    ("[0]233.252.1.1-10.0.0.1", "rfc9962", 14, "[0]233.252.1.1"),                   # RFC: "12" = 14
+    ("224.1.0.0/16-0.0.0.0/0", "rfc9962", None, "[0]224.1.0.0"),                     # group prefix
+    ("[7]FF0E:0:0::1-2001:db8::5", "rfc9962", None, "[7]ff0e::1"),                   # IPv6 (S,G)
+    ("[7]ff0e::1/128-::/0", "draft", None, "[7]ff0e::1"),                            # IPv6 (*,G)
     ("2001:DB8:0:0:1::/32", "draft", None, "[0]2001:db8::/32"),
     ("2001:db8:0:0:1:0:0:1", "draft", None, "[0]2001:db8::1:0:0:1/128"),
     ("::ffff:1.2.3.4", "draft", None, "[0]::ffff:102:304/128"),
@@ -111,9 +118,11 @@ def test_hash_vectors(spec, mode, mask, string):
         assert index_of_string(string, m, mode) == oracle(string, m)
 
 
-def test_default_mode_is_draft():
+def test_default_mode_is_rfc9962():
     eid = parse_eidspec("[0]224.1.1.1-2.2.2.2")
-    assert decent_index(eid, 255) == sha_index("[0]224.1.1.1/32-2.2.2.2/32", 255)
+    assert decent_index(eid, 255) == sha_index("[0]224.1.1.1", 255)
+    eid = parse_eidspec("[0]240.0.1.1")
+    assert decent_index(eid, 255) == sha_index("[0]240.0.1.1/32", 255)
 
 
 def test_modulus_one_is_always_zero():
@@ -132,7 +141,7 @@ def test_bad_modulus(modulus):
 
 @pytest.mark.parametrize("mode, mask", [
     ("lispers", 8), ("lispers", 0), ("draft", 0), ("draft", -1), ("prefix", -1),
-    ("prefix", 1.5), ("sha1", None), ("DRAFT", None),
+    ("prefix", 1.5), ("sha1", None), ("DRAFT", None), ("rfc9962", 0), ("RFC9962", None),
 ])
 def test_bad_mode_or_mask(mode, mask):
     eid = parse_eidspec("10.0.0.1")
@@ -143,7 +152,9 @@ def test_bad_mode_or_mask(mode, mask):
 
 
 def test_modes_and_dns_name():
-    assert MODES == ("draft", "lispers", "prefix")
+    assert MODES == ("rfc9962", "lispers", "prefix")
+    assert ALIASES == {"draft": "rfc9962"}
+    assert canonical_mode("draft") == canonical_mode("rfc9962") == "rfc9962"
     assert dns_name(3, "map-server.lispers.net") == "3.map-server.lispers.net"
     assert dns_name(0, "map-server.example.") == "0.map-server.example"
 
@@ -198,25 +209,131 @@ def test_warnings_draft_ipv6_zero_compression():
 
 
 def test_warnings_draft_multicast():
+    # the source is never hashed (section 5.1), so only a mask cutting into
+    # "[<iid>]<group>" or a group prefix whose groups differ can warn
     sg = "[0]224.1.1.1/32-2.2.2.2/32"
     assert _warn(sg, "draft", 12) == []                     # "[0]224.1.1.1"
-    assert _warn(sg, "draft", 16) == []                     # "[0]224.1.1.1/32-"
-    [w] = _warn(sg, "draft", 17)
-    assert "reaches the source" in w
+    assert _warn(sg, "draft", 17) == []                     # longer than the string: all of it
+    assert _warn(sg, "draft", None) == []
     [w] = _warn(sg, "draft", 11)
     assert "cuts into '[0]224.1.1.1'" in w
-    [w] = _warn(sg, "draft", None)
-    assert "source is hashed" in w
-    # (*, 224.1.0.0/16) with mask 12: "[0]224.1.0.0" but group 224.1.2.3 -> "[0]224.1.2.3"
+    # (*, 224.1.0.0/16): "[0]224.1.0.0" but group 224.1.2.3 -> "[0]224.1.2.3"
     [w] = _warn("224.1.0.0/16-0.0.0.0/0", "draft", 12)
     assert "lookups inside it may miss its index" in w
-    # a shorter mask makes every group inside agree, but the draft says the mask
-    # MUST cover "[<iid>]<group>", so that still warns
+    [w] = _warn("224.1.0.0/16-0.0.0.0/0", "rfc9962", None)
+    assert "lookups inside it may miss its index" in w
+    # a shorter mask makes every group inside agree, but the RFC says the hashed
+    # string MUST include "[<iid>]<group>", so that still warns
     [w] = _warn("224.1.0.0/16-0.0.0.0/0", "draft", 9)
     assert "cuts into '[0]224.1.0.0'" in w
     assert _warn("[7]ff0e::1/128-::/0", "draft", 10) == []      # "[7]ff0e::1"
-    assert _warn("[7]ff0e::1/128-::/0", "draft", 15) == []      # "[7]ff0e::1/128-"
-    assert _warn("[7]ff0e::1/128-::/0", "draft", 16) != []      # "...-:"
+    assert _warn("[7]ff0e::1/128-::/0", "draft", 16) == []
+    assert _warn("[7]ff0e::1/128-::/0", "draft", 9) != []       # "[7]ff0e::"
+
+
+def test_multicast_sg_and_starg_share_the_index():
+    # section 5.1: (S,G) and (*,G) of one group land on one index, whatever the source
+    for m in MODULI:
+        want = sha_index("[3]239.1.2.3", m)
+        for spec in ("[3]239.1.2.3-0.0.0.0/0", "[3]239.1.2.3-10.0.0.1", "[3]239.1.2.3-192.0.2.0/24"):
+            assert decent_index(parse_eidspec(spec), m, "rfc9962") == want
+
+
+# ---------------------------------------------------------------------------
+# RFC 9962 section 5.2 lookup ranges
+
+def _ranges(*pairs):
+    return tuple(LookupRange(parse_eidspec(p), n) for p, n in pairs)
+
+
+RFC_RANGES = _ranges(("[0]240.11.0.0/16", 24), ("[0]240.12.0.0/16", 30), ("[0]240.13.0.0/16", 25))
+
+
+@pytest.mark.parametrize("spec, string", [
+    # the RFC's own example (its "0-32 bytes" means bits)
+    ("[0]240.11.1.1", "[0]240.11.1.0/24"),
+    ("[0]240.12.2.5", "[0]240.12.2.4/30"),
+    ("[0]240.13.3.7", "[0]240.13.3.0/25"),
+    ("[0]240.14.1.1", "[0]240.14.1.1/32"),
+    # a registration of exactly the lookup length hashes its own prefix, the same string
+    ("[0]240.11.1.0/24", "[0]240.11.1.0/24"),
+    # a longer one is masked like the lookups of its hosts
+    ("[0]240.11.1.128/28", "[0]240.11.1.0/24"),
+    # a shorter one keeps its own string (and config check warns)
+    ("[0]240.11.0.0/20", "[0]240.11.0.0/20"),
+    # another instance-ID is in no range
+    ("[1]240.11.1.1", "[1]240.11.1.1/32"),
+])
+def test_lookup_ranges_rfc_example(spec, string):
+    eid = parse_eidspec(spec)
+    assert hash_string(eid, "rfc9962", None, RFC_RANGES) == string
+    assert hash_string(eid, "draft", None, RFC_RANGES) == string
+    for m in MODULI:
+        assert decent_index(eid, m, "rfc9962", None, RFC_RANGES) == sha_index(string, m)
+
+
+def test_lookup_ranges_most_specific_wins_and_ipv6():
+    ranges = _ranges(("[0]10.0.0.0/8", 16), ("[0]10.1.0.0/16", 28), ("[0]10.1.2.0/24", 24),
+                     ("[9]2001:db8::/32", 48), ("[9]2001:db8:5::/48", 64))
+    cases = [("10.9.9.9", "[0]10.9.0.0/16"), ("10.1.9.77", "[0]10.1.9.64/28"),
+             ("10.1.2.3", "[0]10.1.2.0/24"), ("11.1.1.1", "[0]11.1.1.1/32"),
+             ("[9]2001:db8:7:1::1", "[9]2001:db8:7::/48"),
+             ("[9]2001:db8:5:1::1", "[9]2001:db8:5:1::/64"),
+             ("2001:db8:5:1::1", "[0]2001:db8:5:1::1/128")]
+    for spec, string in cases:
+        assert hash_string(parse_eidspec(spec), "rfc9962", None, ranges) == string
+    # the hash mask applies after the range
+    assert hash_string(parse_eidspec("10.1.9.77"), "rfc9962", 9, ranges) == "[0]10.1.9"
+    # a multicast EID is never masked by a range, even one over its group's bits
+    mranges = ranges + _ranges(("[0]239.1.0.0/16", 24))
+    assert hash_string(parse_eidspec("[0]239.1.2.3-10.0.0.1"), "rfc9962", None, mranges) == \
+        "[0]239.1.2.3"
+    assert apply_ranges(parse_eidspec("10.9.9.9"), ()) == parse_eidspec("10.9.9.9")
+
+
+def test_lookup_ranges_errors():
+    p = parse_eidspec("[0]240.11.0.0/16")
+    for bad in (15, 33, -1, True, 24.0):
+        with pytest.raises(ValueError):
+            LookupRange(p, bad)
+    with pytest.raises(ValueError):
+        LookupRange(parse_eidspec("239.0.0.0/8-0.0.0.0/0"), 16)
+    with pytest.raises(ValueError):
+        LookupRange(parse_eidspec("0a0b-0c0d-0e0f/24"), 32)
+    for mode, mask in (("lispers", None), ("prefix", 16)):
+        with pytest.raises(ValueError):
+            hash_string(parse_eidspec("240.11.1.1"), mode, mask, RFC_RANGES)
+    assert range_warnings(RFC_RANGES) == []
+    [w] = range_warnings(RFC_RANGES + _ranges(("[0]240.11.0.0/16", 28)))
+    assert "listed twice" in w
+
+
+def test_lookup_range_warnings():
+    assert mask_warnings(parse_eidspec("240.11.1.0/24"), "rfc9962", None, RFC_RANGES) == []
+    assert mask_warnings(parse_eidspec("240.11.1.128/25"), "rfc9962", None, RFC_RANGES) == []
+    assert mask_warnings(parse_eidspec("240.11.1.1/32"), "rfc9962", None, RFC_RANGES) == []
+    [w] = mask_warnings(parse_eidspec("240.11.0.0/20"), "rfc9962", None, RFC_RANGES)
+    assert "shorter than the lookup length /24 of range [0]240.11.0.0/16" in w
+    [w] = mask_warnings(parse_eidspec("240.0.0.0/8"), "rfc9962", None, RFC_RANGES[:1])
+    assert "covers lookup range [0]240.11.0.0/16" in w
+    # without ranges a /24 registration and its /32 lookups disagree (the old warning)
+    assert mask_warnings(parse_eidspec("240.11.1.0/24"), "rfc9962", None) != []
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 2**32 - 1), st.integers(8, 24), st.integers(0, 8), st.integers(0, 8),
+       st.integers(1, 1000))
+def test_lookup_range_hosts_land_on_the_registration_index(value, rlen, extra, slack, modulus):
+    # a registration inside a range, at least the lookup length long, and every
+    # host inside it: one string, one index
+    length = min(32, rlen + extra)
+    rng = LookupRange(Eid(0, clear_host_bits(IPv4Address(value), rlen), rlen), length)
+    reglen = min(32, length + slack)
+    reg = Eid(0, clear_host_bits(IPv4Address(value), reglen), reglen)
+    host = Eid(0, IPv4Address(value), 32)
+    assert mask_warnings(reg, "rfc9962", None, (rng,)) == []
+    assert decent_index(host, modulus, "rfc9962", None, (rng,)) == \
+        decent_index(reg, modulus, "rfc9962", None, (rng,))
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +410,7 @@ def draft_case(draw):
     return prefix, host, mask
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(draft_case())
 def test_draft_no_warning_means_every_host_matches(case):
     prefix, host, mask = case
