@@ -19,6 +19,7 @@ Sections (all optional except ``[node]``)::
     [etr]             map_servers, decent_key
     [itr]             map_resolvers
     [decent]          mode = "none" | "pull" | "push", and that mode's keys
+    [dataplane]       the LISP data path's TUN interfaces (common.dataplane_config)
 
 ``bus`` and ``watchdog`` always run; :meth:`NodeConfig.instances` lists every
 process instance in start order.
@@ -240,8 +241,8 @@ class PullSection:
     query_timeout: float
     lookup_ranges: tuple[LookupRange, ...] = ()  # RFC 9962 section 5.2 (rfc9962 mode only)
 
-@dataclass(frozen=True)
 
+@dataclass(frozen=True)
 class PushSection:
     group: IPAddress         # mapping-system group G
     iid: int
@@ -275,6 +276,7 @@ class NodeConfig:
     itr: ItrSection
     decent: DecentSection
     warnings: tuple[str, ...] = ()  # not errors: e.g. prefixes inconsistent with the hash mask
+    dataplane: Any = None           # common.dataplane_config.DataplaneSection ([dataplane])
 
     def count(self, role: str) -> int:
         """How many instances of ``role`` this node runs (0 if none)."""
@@ -830,7 +832,7 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         raise ValueError(f"base_dir must be absolute, not {base_dir!r}")
     try:
         top = _Table(data, "", ("node", "roles", "timers", "map_resolver", "map_server", "site",
-                                "database_mapping", "etr", "itr", "decent"),
+                                "database_mapping", "etr", "itr", "decent", "dataplane"),
                      {"sites": "unknown key (sites are [[site]] tables)",
                       "database_mappings": "unknown key (use [[database_mapping]] tables)"})
         if not top.has("node"):
@@ -853,10 +855,12 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
                                   ms.get("sync", _choice(SYNC_MODES), "normal"))
         etr = _etr(top.data.get("etr", {}), roles, decent.mode)
         itr = _itr(top.data.get("itr", {}), node)
+        from common.dataplane_config import parse_dataplane
+        dataplane = parse_dataplane(top.data.get("dataplane", {}))
     except ConfigError as exc:
         raise ConfigError(exc.key_path, exc.reason, source) from None
     return NodeConfig(source, node, roles, timers, mr_sec, ms_sec, sites, maps, etr, itr, decent,
-                      _pull_warnings(decent, sites, maps))
+                      _pull_warnings(decent, sites, maps), dataplane)
 
 
 __all__ = [
