@@ -116,7 +116,7 @@ class BusClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.counters.drop("handler-error", f"{topic} {header.type}: {exc!r}")
+                self.counters.drop(f"handler-error.{type(exc).__name__}", f"{topic} {header.type}: {exc!r}")
                 self.log.debug("handler for %s failed", topic, exc_info=True)
 
     async def ready(self, timeout: float | None = None) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-import sqlite3
 import sys
 import time
 from ipaddress import ip_address
@@ -38,11 +37,11 @@ from common.decent.push import group_eid, members_from_reply, members_of
 from common.machines.regtable import RegistrationTable
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
-from roles.udp import open_sockets
+from roles.udp import guarded, open_sockets
 
 REPLICATE_TOPIC = topics.DP_REPLICATE
 QUERY_TOPIC = topics.DP_QUERY
-SNAPSHOT_VERSION = b"decent-snapshot-1"
+SNAPSHOT_VERSION = b"decent-snapshot-2"   # [[Map-Register, seconds left], ...]
 
 
 def curve_keys(secret_z85: str) -> tuple[bytes, bytes]:
@@ -97,8 +96,9 @@ async def main(ctx: RoleContext) -> None:
                for i in range(cfg.count("map_server"))]
 
     # -- UDP 4341 --------------------------------------------------------------------
-    def punt_register(reg: bytes, src: tuple, how: str) -> bool:
-        """Hand a Map-Register to the local map_server shard of its site."""
+    def punt_register(reg: bytes, src: tuple, how: str, remaining: float | None = None) -> bool:
+        """Hand a Map-Register to the local map_server shard of its site (with the
+        lifetime it has left, for a snapshot entry)."""
         try:
             msg = decode_message(reg)
             site = next((s for s in (site_of(r.prefix) for r in msg.records) if s), None)
@@ -106,8 +106,10 @@ async def main(ctx: RoleContext) -> None:
             ctx.counters.drop(f"{how}-malformed", f"from {src[0]}")
             return False
         shard = shard_of_site(site) if site else 0
-        ctx.bus.publish(topics.rx(topics.MAP_REGISTER, shard), "datagram.received",
-                        {"data": reg, "src": [src[0], src[1]], "local": my_rloc, "via": how})
+        body = {"data": reg, "src": [src[0], src[1]], "local": my_rloc, "via": how}
+        if remaining is not None:
+            body["remaining"] = remaining
+        ctx.bus.publish(topics.rx(topics.MAP_REGISTER, shard), "datagram.received", body)
         return True
 
     def on_data(data: bytes, addr) -> None:
@@ -131,7 +133,7 @@ async def main(ctx: RoleContext) -> None:
         fam = socket.AF_INET6 if r.version == 6 else socket.AF_INET
         sock = socket.socket(fam, socket.SOCK_DGRAM)
         sock.bind((str(r), cfg.node.data_port))
-        tr, _ = await loop.create_datagram_endpoint(lambda: _Data(on_data), sock=sock)
+        tr, _ = await loop.create_datagram_endpoint(lambda: _Data(guarded(on_data, ctx.counters)), sock=sock)
         data_tr[r.version] = tr
 
     def on_replicate(_t, _h, body) -> None:
@@ -212,17 +214,29 @@ async def main(ctx: RoleContext) -> None:
             ask()
 
     # -- snapshots over CURVE ------------------------------------------------------------
-    def stored_registers() -> list[bytes]:
-        out = []
-        for i in range(cfg.count("map_server")):
-            path = cfg.state_path(f"map_server_{i}.sqlite")
+    async def stored_registers() -> list:
+        """[Map-Register, seconds left] for every stored registration, from the shards
+        themselves (the store does not know how long a refreshed entry has left)."""
+        n = cfg.count("map_server")
+        reply = f"dp.snap.{ctx.session}.{time.monotonic_ns()}"
+        got: dict[int, list] = {}
+        done = asyncio.Event()
+
+        def on_raw(_t, _h, body) -> None:
+            if isinstance(body, dict) and isinstance(body.get("registers"), list):
+                got[int(body.get("shard", 0))] = body["registers"]
+                if len(got) >= n:
+                    done.set()
+        sub = ctx.bus.subscribe(reply, on_raw)
+        try:
+            ctx.bus.publish("ms.query", "ms.query", {"reply": reply, "raw": True})
             try:
-                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-                out.extend(bytes(r[0]) for r in db.execute("SELECT raw FROM registration") if r[0])
-                db.close()
-            except sqlite3.Error as exc:
-                ctx.counters.drop("snapshot-store-unreadable", f"{path}: {exc}")
-        return out
+                await asyncio.wait_for(done.wait(), 5.0)
+            except asyncio.TimeoutError:
+                ctx.counters.drop("snapshot-shard-silent", f"{n - len(got)} shard(s) did not answer")
+        finally:
+            sub.cancel()
+        return [r for regs in got.values() for r in regs]
 
     async def serve_snapshots(public: bytes, secret: bytes) -> None:
         sock = ctx.zmq.socket(zmq.ROUTER)
@@ -239,7 +253,7 @@ async def main(ctx: RoleContext) -> None:
                 if len(frames) != 2 or frames[1] != SNAPSHOT_VERSION:
                     ctx.counters.drop("bad-snapshot-request", f"{len(frames)} frames")
                     continue
-                regs = stored_registers()
+                regs = await stored_registers()
                 await asock.send_multipart([frames[0], SNAPSHOT_VERSION, msgpack.packb(regs)])
                 ctx.counters.inc("snapshots.served")
         finally:
@@ -263,11 +277,13 @@ async def main(ctx: RoleContext) -> None:
                 if not isinstance(regs, list):
                     ctx.counters.drop("bad-snapshot", member)
                     continue
-                regs = [bytes(r) for r in regs if isinstance(r, (bytes, bytearray)) and len(r) >= 12]
+                regs = {bytes(r[0]): float(r[1]) for r in regs
+                        if isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[0], (bytes, bytearray))
+                        and len(r[0]) >= 12 and isinstance(r[1], (int, float))}
                 # oldest nonce first, so each registrant's entries pass its Map-Server's
-                # nonce check in order
-                regs.sort(key=lambda r: int.from_bytes(r[4:12], "big"))
-                fed = sum(punt_register(r, (member, 4342), "snapshot") for r in regs)
+                # nonce check in order; each keeps the lifetime it had at the member
+                fed = sum(punt_register(r, (member, 4342), "snapshot", remaining=regs[r])
+                          for r in sorted(regs, key=lambda r: int.from_bytes(r[4:12], "big")))
                 state["snapshot"] = {"from": member, "registers": len(regs), "at": time.time()}
                 ctx.counters.inc("snapshot.registers", fed)
                 ctx.log.info("joined with a snapshot of %d Map-Registers from %s", len(regs), member)

@@ -29,6 +29,7 @@ from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
+from roles.udp import handler_error
 
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "lisp-decent-locks")
 
@@ -80,6 +81,12 @@ class Worker(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            self._datagram(data, addr)
+        except Exception as exc:
+            handler_error(self.ctx.counters, exc, f"datagram from {addr[0]}")
+
+    def _datagram(self, data: bytes, addr) -> None:
         c = self.ctx.counters
         c.inc("received")
         src = (addr[0], addr[1])

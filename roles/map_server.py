@@ -1,10 +1,12 @@
 """The ``map_server`` role: one shard of the registrations (sites split by name hash).
 
 Thin shell over :class:`common.machines.mapserver.MapServer`: Map-Registers arrive on
-``rx.map-register.<shard>`` (punted by the map_resolver workers), every content
-change is committed to SQLite before the Map-Notify goes out (through the send
-queue, from port 4342) and is then published on the shard's Clone stream
-``ms.<shard>``, which the workers replicate.  Lapsed registrations are deleted the
+``rx.map-register.<shard>`` (punted by the map_resolver workers); the machine
+computes the result, the shell commits it to SQLite, then memory follows, the
+change is published on the shard's Clone stream ``ms.<shard>`` (which the workers
+replicate) and only then does the Map-Notify go out (through the send queue,
+from port 4342).  Unsolicited Map-Notifies are retransmitted until their
+Map-Notify-Ack (``rx.map-notify-ack.<shard>``).  Lapsed registrations are deleted the
 same way, so every replica forgets at once.  On start the shard reloads its store
 and gives each registration one grace period.
 """
@@ -12,6 +14,7 @@ and gives each registration one grace period.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -30,7 +33,10 @@ QUERY_TOPIC = "ms.query"
 async def main(ctx: RoleContext) -> None:
     cfg, shard = ctx.cfg, ctx.instance
     t = cfg.timers
-    ms = MapServer(policies(cfg, shard), lifetime=t.registration_lifetime, grace=t.restart_grace)
+    own = {s.name for s in policies(cfg, shard)}
+    # every site judges (no hijack across shards); this shard serves its own
+    ms = MapServer(policies(cfg), own=own, lifetime=t.registration_lifetime, grace=t.restart_grace,
+                   notify_nonce=int.from_bytes(os.urandom(8), "big"))
     pull = pull_state(ctx)
     if pull is not None:
         # a node serves the indexes whose DNS set holds one of its RLOCs (DESIGN.md 6)
@@ -38,13 +44,16 @@ async def main(ctx: RoleContext) -> None:
         pull.start()
     store = RegistrationStore(cfg.state_path(f"map_server_{shard}.sqlite"), cfg.map_server.sync)
     rows, nonces = store.load()
-    ms.restore(rows, nonces, time.monotonic())
+    bad = ms.restore(rows, nonces, time.monotonic())
+    if bad:
+        ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
     ctx.log.info("shard %d: %d sites, %d registrations restored (grace %.0fs)", shard,
-                 len(ms.sites), len(rows), ms.grace)
+                 len(ms.sites), len(rows) - len(bad), ms.grace)
     writer = CloneWriter(ctx, topics.ms_stream(shard))
     writer.load(ms.snapshot(), 0)
     writer.start()
     ctx.counters.set("registrations", len(ms.table))
+    warned: set[str] = set()     # registrants whose nonces stopped increasing (warn policy)
 
     def publish(changes) -> None:
         for ch in changes:
@@ -54,17 +63,27 @@ async def main(ctx: RoleContext) -> None:
                 writer.delete(ch[1])
         ctx.counters.set("registrations", len(ms.table))
 
+    def send(dst: str, port: int, data: bytes) -> None:
+        ctx.sendq.send(dst, port, data)
+        ctx.counters.inc("map-notify.sent" if data[0] >> 4 == 4 else "sent")
+
     def on_register(_topic, _header, body) -> None:
         ctx.counters.inc("received")
         try:
             data, (addr, port) = bytes(body["data"]), body["src"]
+            remaining = body.get("remaining")
+            remaining = None if remaining is None else max(0.0, float(remaining))
         except (KeyError, TypeError, ValueError):
             ctx.counters.drop("bad-punt", "rx.map-register body")
             return
         now = time.monotonic()
-        res = ms.handle_register(data, (addr, int(port)), now)
+        # durable first, then memory, then the replicas, then the acknowledgement
+        res = ms.handle_register(data, (addr, int(port)), now, commit=store.apply, send=send,
+                                 publish=publish, remaining=remaining)
         if not res.accepted:
             detail = f"from {addr} (site {res.site or '-'})"
+            if res.error:
+                detail += f": {res.error}"
             for eid, why in res.refused:
                 detail += f"; {format_eid(eid)}: {why}"
                 if why == "index-not-served":
@@ -82,46 +101,96 @@ async def main(ctx: RoleContext) -> None:
             ctx.counters.drop(f"register.record.{why}", detail)
         for w in res.warnings:
             ctx.counters.inc(f"register.{w}")
-        # durable first, then the acknowledgement, then the replicas (DESIGN.md 5)
-        store.apply(res.changes, {res.nonce_key: ms.nonces[res.nonce_key]})
-        if res.notify is not None:
-            ctx.sendq.send(res.notify_to[0], res.notify_to[1], res.notify)
-            ctx.counters.inc("map-notify.sent")
-        publish(res.changes)
+        for k in res.nonces:
+            if "nonce-not-increasing" in res.warnings:
+                if k not in warned:
+                    warned.add(k)
+                    ctx.log.warning("site %s: registrant %s sends nonces that do not increase (nonce "
+                                    "policy warn: accepted and counted); logged once until it changes",
+                                    res.site, k.split("|", 2)[2])
+            elif k in warned:
+                warned.discard(k)
+                ctx.log.info("site %s: registrant %s sends increasing nonces again", res.site,
+                             k.split("|", 2)[2])
+        if res.unsolicited:
+            ctx.counters.inc("map-notify.unsolicited", len(res.unsolicited))
         ctx.counters.inc("answered")
         ctx.counters.inc("register.accepted")
+
+    def on_notify_ack(_topic, _header, body) -> None:
+        try:
+            data = bytes(body["data"])
+        except (KeyError, TypeError, ValueError):
+            ctx.counters.drop("bad-punt", "rx.map-notify-ack body")
+            return
+        outcome = ms.handle_notify_ack(data)
+        if outcome == "acked":
+            ctx.counters.inc("map-notify-ack.accepted")
+        else:
+            ctx.counters.drop(f"map-notify-ack.{outcome}", f"from {body.get('src')}")
 
     def on_query(_topic, _header, body) -> None:
         reply = body.get("reply") if isinstance(body, dict) else None
         if not isinstance(reply, str):
             return
         now = time.monotonic()
-        regs = []
+        if body.get("raw"):
+            # push-mode snapshots: each stored Map-Register once, with the lifetime
+            # its registrations have left here (the longest of them)
+            raws: dict[bytes, float] = {}
+            for e in ms.table.entries():
+                raw = ms.raw.get(e.key)
+                if raw:
+                    left = ms.expires_in(e.key, now) or 0.0
+                    raws[raw] = max(left, raws.get(raw, 0.0))
+            ctx.bus.publish(reply, "ms.raw", {"shard": shard, "registers": [[r, round(left, 1)]
+                                                                            for r, left in raws.items()]})
+            return
+        regs, per_site = [], {}
         for e in ms.table.entries():
             v = e.value
-            regs.append({"eid": format_eid(e.eid), "site": v["site"], "rlocs": v["rlocs"],
-                         "rle": v.get("rle"), "ttl": v["ttl"], "proxy_reply": v["proxy"],
-                         "merge": v["merge"], "xtr_id": v["xtr"], "registrant": v["registrant"],
+            per_site[e.site] = per_site.get(e.site, 0) + 1
+            regs.append({"eid": format_eid(e.eid), "site": e.site, "rlocs": v["rlocs"],
+                         "rle": v.get("rle"), "ttl": e.ttl, "proxy_reply": e.proxy,
+                         "merge": e.merge, "xtr_id": v["xtr"], "registrant": e.registrant,
                          "expires_in": round(ms.expires_in(e.key, now) or 0.0, 1)})
-        sites = [{"name": s.name, "nonce_policy": s.nonce_policy, "shard": shard,
-                  "prefixes": [[format_eid(p), more] for p, more in s.prefixes]}
-                 for s in ms.sites.values()]
+        sites = []
+        for s in ms.sites.values():
+            st = ms.stats.get(s.name, {})
+            last = st.get("last_accepted")
+            sites.append({"name": s.name, "nonce_policy": s.nonce_policy, "shard": shard,
+                          "prefixes": [[format_eid(p), more] for p, more in s.prefixes],
+                          "registrations": per_site.get(s.name, 0),
+                          "last_accepted": None if last is None else
+                          {"ago": round(now - last["at"], 1), "from": last["from"]},
+                          "refused": dict(st.get("refused", {}))})
         ctx.bus.publish(reply, "ms.answered", {"shard": shard, "registrations": regs, "sites": sites})
 
-    async def expiry() -> None:
+    async def timers() -> None:
         while True:
             nxt = ms.next_timer()
             now = time.monotonic()
             await asyncio.sleep(1.0 if nxt is None else min(1.0, max(0.0, nxt - now)))
-            changes = ms.expire(time.monotonic())
+            now = time.monotonic()
+            try:
+                changes = ms.expire(now, commit=store.apply)
+            except Exception as exc:  # the store failed: retried on the next turn
+                ctx.counters.drop("expire.commit-failed", repr(exc))
+                changes = []
             if changes:
-                store.apply(changes)
                 publish(changes)
                 ctx.counters.inc("expired", len(changes))
+            again, gave_up = ms.retransmit(now)
+            for dst, port, data in again:
+                send(dst, port, data)
+                ctx.counters.inc("map-notify.retransmitted")
+            if gave_up:
+                ctx.counters.drop("map-notify.unacknowledged", f"{gave_up} unsolicited Map-Notify(s) given up")
 
     ctx.bus.subscribe(topics.rx(topics.MAP_REGISTER, shard), on_register)
+    ctx.bus.subscribe(topics.rx(topics.MAP_NOTIFY_ACK, shard), on_notify_ack)
     ctx.bus.subscribe(QUERY_TOPIC, on_query)
-    ctx.spawn(expiry(), name="expiry")
+    ctx.spawn(timers(), name="timers")
     try:
         await asyncio.Event().wait()
     finally:

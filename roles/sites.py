@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bus.topics import shard_of
-from common.machines.mapserver import SitePolicy, SiteKey, site_covering
+from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
 
 def policies(cfg, shard: int | None = None) -> list[SitePolicy]:
@@ -21,10 +21,10 @@ def policies(cfg, shard: int | None = None) -> list[SitePolicy]:
 
 def site_lookup(cfg):
     """eid -> name of the configured site whose prefix covers it (or None)."""
-    pols = policies(cfg)
+    table = SiteTable(policies(cfg))
 
     def site_of(eid):
-        s = site_covering(pols, eid)
+        s = table.site_of(eid)
         return None if s is None else s.name
     return site_of
 

@@ -7,9 +7,26 @@ import asyncio
 import socket
 
 
+def handler_error(counters, exc: BaseException, where: str) -> None:
+    """What a role does when a handler raises on one datagram or event: count it by
+    exception type, log it rate-limited (the counters' drop log), keep serving."""
+    counters.drop(f"handler-error.{type(exc).__name__}", f"{where}: {exc!r}")
+
+
+def guarded(fn, counters, where: str = "datagram"):
+    """``fn`` wrapped so that an exception on one datagram is counted, not fatal."""
+    def call(*args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            handler_error(counters, exc, where)
+            return None
+    return call
+
+
 class _Proto(asyncio.DatagramProtocol):
     def __init__(self, on_datagram, counters) -> None:
-        self.on_datagram, self.counters = on_datagram, counters
+        self.on_datagram, self.counters = guarded(on_datagram, counters), counters
 
     def datagram_received(self, data: bytes, addr) -> None:
         self.counters.inc("received")

@@ -149,12 +149,15 @@ def map_registers(wire: bool = False):
 
 
 def map_notifies(wire: bool = False):
-    def build(nonce, recs, auth, rtr, rsvd, tr):
+    def build(nonce, recs, auth, rtr, rsvd, tr, unannounced):
         xtr, site = tr if tr else (None, None)
-        return MapNotify(nonce, tuple(recs), *auth, rtr, rsvd, xtr, site)
+        # the I bit as received: set iff the trailer is there, except lispers.net's
+        # unannounced trailer (WIRE-FORMAT 7)
+        return MapNotify(nonce, tuple(recs), *auth, rtr, rsvd, xtr, site, (xtr is not None) and not unannounced)
     return st.builds(build, u64, st.lists(records(wire), min_size=1 if wire else 0, max_size=3), _auth(wire),
                      st.just(False) if wire else st.booleans(),
-                     st.just(0) if wire else st.integers(0, 0x3FFFF), _trailer())
+                     st.just(0) if wire else st.integers(0, 0x3FFFF), _trailer(),
+                     st.just(False) if wire else st.booleans())
 
 
 def map_notify_acks(wire: bool = False):

@@ -51,9 +51,9 @@ def members_of(entries) -> list[str]:
     union of their RLEs, lowest level only (an ITR replicates to the lowest level)."""
     best: dict[str, int] = {}
     for e in entries:
-        for addr, level in (e.value.get("rle") or ()):
-            a = str(ip_address(addr))
-            best[a] = min(level, best.get(a, 255))
+        for r in e.rle:
+            a = str(r.address)
+            best[a] = min(r.level, best.get(a, 255))
     if not best:
         return []
     low = min(best.values())

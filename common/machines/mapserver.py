@@ -1,15 +1,29 @@
 """The Map-Server's registration machine (RFC 9301 5.6, 8.2; WIRE-FORMAT 11.1).
 
-Sans-IO: :meth:`MapServer.handle_register` takes the bytes of a Map-Register and
-returns a :class:`RegisterResult` saying what changed; the shell makes the changes
-durable (SQLite) *before* it sends the Map-Notify in the result (DESIGN.md 5), then
-publishes them as deltas.  Refreshes that change nothing only move the expiry in
-memory.  :meth:`MapServer.expire` turns lapsed registrations into deletions.
+Sans-IO, in three steps that the shell cannot get out of order:
 
-Sites own keys and EID-prefixes; a record whose prefix is not allowed for the site
-whose key signed the message is refused (no hijack).  Nonces: per site, ``strict``
-rejects a nonce that is not greater than the last one seen for (xTR-ID, key ID),
-``warn`` only counts it, ``off`` ignores nonces.
+1. **compute** (:meth:`MapServer.compute_register`): decode, authenticate, judge
+   every record against every site, check the nonce, and work out the complete
+   result (changes, expiry times, nonce updates, the Map-Notify) without touching
+   any state.  Nothing can raise half-way through a table update, because there
+   is none.
+2. **commit**: the shell's ``commit(changes, nonces)`` makes the changes durable
+   (SQLite, one transaction).  If it raises, nothing is applied, published or
+   acknowledged.
+3. **apply** (:meth:`MapServer.apply`): memory follows, then the deltas are
+   published, then the Map-Notify leaves, so a worker never lacks a registration
+   its ETR was told about.
+
+:meth:`MapServer.handle_register` runs the three with the shell's callables; the
+order is a property the unit tests check with a failing and a recording commit.
+
+Sites (:mod:`common.machines.sites`): every shard knows every site's prefixes
+and judges a record by the most specific configured prefix containing it, so a
+site's key cannot register inside another site's prefix, whatever the shard.
+Nonces (RFC 9301 5.6): the registrant is the xTR-ID only when the MAC covers it
+(an xTR-ID outside the MAC is anybody's), otherwise (site, key ID, EID-prefix);
+``strict`` refuses a nonce not greater than the last accepted one of the same
+registrant, ``warn`` accepts and counts it, ``off`` ignores nonces.
 """
 
 from __future__ import annotations
@@ -17,87 +31,89 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field, replace
 
-from common.wire.addr import Eid, Rle, clear_host_bits
-from common.wire.auth import seal, verify
+from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
+from common.wire.auth import seal, verify, verify_coverage
+from common.wire.eidtext import format_eid
 from common.wire.errors import DecodeError
 from common.wire.messages import decode_message
-from common.machines.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
-from common.wire.register import MapNotify, MapRegister
+from common.wire.records import EidRecord, Locator, ip_of, locator_sort_key
+from common.wire.register import MapNotify, MapNotifyAck, MapRegister
+from common.machines.regtable import Entry, RegistrationTable, entry_from_value, entry_key
+from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
+__all__ = ["MapServer", "RegisterResult", "SiteKey", "SitePolicy", "SiteTable", "site_covering"]
 
-@dataclass(frozen=True, slots=True)
-class SiteKey:
-    key_id: int
-    alg_id: int
-    secret: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SitePolicy:
-    name: str
-    keys: tuple                      # SiteKey
-    prefixes: tuple                  # (Eid, accept_more_specifics)
-    nonce_policy: str = "strict"
+# unsolicited Map-Notify retransmission (WIRE-FORMAT 7): 3 at 3 s, then 3 doubling
+NOTIFY_RETRIES = (3.0, 3.0, 3.0, 6.0, 12.0, 24.0)
 
 
 @dataclass(slots=True)
 class RegisterResult:
-    """What one Map-Register did.  ``changes``: ("set", key, value, raw) / ("delete", key)."""
+    """What one Map-Register does.  ``changes``: ("set", key, value, raw) / ("delete", key)."""
 
     accepted: bool
     reason: str = ""                 # drop reason when not accepted
     changes: list = field(default_factory=list)
-    refused: list = field(default_factory=list)   # (eid text, reason) per refused record
+    refused: list = field(default_factory=list)   # (eid, reason) per refused record
     notify: bytes | None = None      # Map-Notify to send after the changes are durable
     notify_to: tuple | None = None   # (address, port)
-    nonce_key: str | None = None
+    nonces: dict = field(default_factory=dict)    # nonce key -> nonce, committed with the changes
     nonce: int = 0
     warnings: list = field(default_factory=list)
     site: str = ""
+    registrant: str = ""
+    entries: list = field(default_factory=list)   # ("set", Entry) / ("delete", key), for apply
+    expiry: dict = field(default_factory=dict)    # key -> absolute expiry time
+    unsolicited: list = field(default_factory=list)  # (address, port, nonce, bytes)
+    error: str = ""
 
-
-def _contains(outer: Eid, inner: Eid) -> bool:
-    if outer.iid != inner.iid or type(outer.address) is not type(inner.address):
-        return False
-    if outer.is_multicast != inner.is_multicast:
-        return False
-    if inner.is_multicast:
-        return (type(outer.group) is type(inner.group) and outer.group_len <= inner.group_len
-                and clear_host_bits(inner.group, outer.group_len) == outer.group
-                and outer.length <= inner.length
-                and clear_host_bits(inner.address, outer.length) == outer.address)
-    return outer.length <= inner.length and clear_host_bits(inner.address, outer.length) == outer.address
+    @property
+    def nonce_key(self) -> str | None:   # the first (compatibility with single-key callers)
+        return next(iter(self.nonces), None)
 
 
 class MapServer:
-    """One shard's registrations.  ``lifetime``: seconds a registration lives without T=1."""
+    """One shard's registrations.  ``lifetime``: seconds a registration lives without T=1.
+
+    ``sites``: every site of the node (judging); ``own``: names this shard serves
+    (None: all).  ``notify_nonce``: the first nonce of unsolicited Map-Notifies
+    (the shell seeds it randomly)."""
 
     def __init__(self, sites, *, lifetime: float = 180.0, grace: float | None = None,
-                 accept_index=None) -> None:
-        self.sites = {s.name: s for s in sites}
+                 accept_index=None, own=None, notify_nonce: int = 1) -> None:
+        self.site_table = SiteTable(sites)
+        self.sites = {n: s for n, s in self.site_table.sites.items() if own is None or n in own}
         self.table = RegistrationTable()
-        self.configured = PrefixSet([p for s in sites for p, _ in s.prefixes])
         self.lifetime = lifetime
         self.grace = lifetime if grace is None else grace
         self.expiry: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self.nonces: dict[str, int] = {}
         self.raw: dict[str, bytes] = {}
+        self.wants_notify: dict[str, bool] = {}
         # pull mode hook: accept_index(eid) -> True/False, or None while the DNS seeds
         # are not known yet (None instead of a function: serve everything)
         self.accept_index = accept_index
+        self._notify_nonce = notify_nonce & 0xFFFFFFFFFFFFFFFF
+        self.pending: dict[int, list] = {}   # nonce -> [dst, port, data, attempt, next_at, site]
+        self.stats: dict[str, dict] = {n: {"last_accepted": None, "refused": {}} for n in self.sites}
 
     # -- site lookup --------------------------------------------------------------
     def site_for(self, eid: Eid) -> tuple[SitePolicy | None, bool]:
         """The site whose configured prefix covers ``eid``, and whether it is allowed."""
-        best = _best_prefix(self.sites.values(), eid)
-        if best is None:
+        hit = self.site_table.covering(eid)
+        if hit is None:
             return None, False
-        s, p, more = best
+        s, p, more = hit
         return s, (p == eid or more)
 
-    # -- registration -------------------------------------------------------------
-    def handle_register(self, data: bytes, src: tuple, now: float) -> RegisterResult:
+    # -- step 1: compute ----------------------------------------------------------
+    def compute_register(self, data: bytes, src: tuple, now: float,
+                         remaining: float | None = None) -> RegisterResult:
+        """The complete result of one Map-Register; changes no state.
+
+        ``remaining``: seconds the registration has left (a push-mode snapshot entry
+        keeps the lifetime it had at the member that served it)."""
         try:
             msg = decode_message(data)
         except DecodeError as exc:
@@ -106,149 +122,297 @@ class MapServer:
             return RegisterResult(False, "not-a-map-register")
         if not msg.records:
             return RegisterResult(False, "no-records")
-        try:
-            eids = [r.prefix for r in msg.records]
-        except ValueError:
-            return RegisterResult(False, "bad-eid")
-        site = None
-        for e in eids:
-            site, _ = self.site_for(e)
-            if site is not None:
-                break
+        eids = [r.prefix for r in msg.records]
+        site = next((s for s in map(self.site_table.site_of, eids) if s is not None), None)
         if site is None:
             return RegisterResult(False, "no-site", refused=[(e, "no-site") for e in eids])
-        key = next((k for k in site.keys if k.key_id == msg.key_id), None)
+        if site.name not in self.sites:
+            return RegisterResult(False, "wrong-shard", site=site.name)
+        key = site.key(msg.key_id)
         if key is None or key.alg_id != msg.alg_id:
             return RegisterResult(False, "auth-key-mismatch", site=site.name)
-        if not verify(data, key.secret, allow_none=(key.alg_id == 0)):
+        coverage = verify_coverage(data, key.secret, allow_none=(key.alg_id == 0))
+        if coverage is None:
             return RegisterResult(False, "auth-failure", site=site.name)
-        res = RegisterResult(True, site=site.name)
-        who = msg.xtr_id.hex() if msg.xtr_id else f"addr:{src[0]}"
-        res.nonce_key = f"{site.name}|{who}|{msg.key_id}"
-        res.nonce = msg.nonce
-        last = self.nonces.get(res.nonce_key)
-        if site.nonce_policy != "off" and last is not None and msg.nonce <= last:
+        res = RegisterResult(True, site=site.name, nonce=msg.nonce, registrant=str(src[0]))
+        # the xTR-ID identifies the registrant only when the MAC vouches for it
+        xtr = msg.xtr_id if (msg.xtr_id and coverage == "all") else None
+        if xtr is not None:
+            keys = [f"{site.name}|{msg.key_id}|x:{xtr.hex()}"]
+        else:
+            keys = list(dict.fromkeys(f"{site.name}|{msg.key_id}|p:{format_eid(e)}"
+                                      for e in eids if e.is_ip))
+        lasts = [self.nonces[k] for k in keys if k in self.nonces]
+        if site.nonce_policy != "off" and lasts and msg.nonce <= max(lasts):
             if site.nonce_policy == "strict":
                 return RegisterResult(False, "replayed-nonce", site=site.name)
             res.warnings.append("nonce-not-increasing")
-        xtr = msg.xtr_id or b""
+        overlay: dict[str, Entry | None] = {}     # this message's own earlier records
+        accepted = []
         for rec, eid in zip(msg.records, eids):
-            s2, allowed = self.site_for(eid)
-            if s2 is not site or not allowed:
-                res.refused.append((eid, "prefix-not-allowed"))
-                continue
-            if self.accept_index is not None and rec.ttl != 0:
-                served = self.accept_index(eid)  # True / False / None: seeds not known yet
-                if not served:
-                    res.refused.append((eid, "seeds-unknown" if served is None else "index-not-served"))
-                    continue
-            self._apply_record(msg, rec, eid, xtr, src, now, data, res)
-        if len(res.refused) == len(msg.records):
-            reason = res.refused[0][1]
-            return RegisterResult(False, reason, refused=res.refused, site=site.name)
-        self.nonces[res.nonce_key] = max(msg.nonce, last or 0) if site.nonce_policy == "warn" else msg.nonce
+            why = self._judge(site, rec, eid)
+            if why is None:
+                why = self._record(msg, rec, eid, xtr or b"", src, now, remaining, data, overlay, res)
+            if why is None:
+                accepted.append(rec)
+            else:
+                res.refused.append((eid, why))
+        if not accepted:
+            return RegisterResult(False, res.refused[0][1], refused=res.refused, site=site.name)
+        for k in keys:
+            last = self.nonces.get(k)
+            res.nonces[k] = msg.nonce if site.nonce_policy != "warn" or last is None else max(last, msg.nonce)
         if msg.want_map_notify:
-            notify = MapNotify(msg.nonce, msg.records, msg.key_id, msg.alg_id, b"",
+            # the acknowledgement lists exactly what was registered (RFC 9301 5.7)
+            notify = MapNotify(msg.nonce, tuple(accepted), msg.key_id, msg.alg_id, b"",
                                xtr_id=msg.xtr_id, site_id=msg.site_id)
             res.notify = seal(notify, key.secret)
             res.notify_to = src
         return res
 
-    def _apply_record(self, msg, rec, eid, xtr, src, now, data, res) -> None:
+    def _judge(self, site: SitePolicy, rec: EidRecord, eid: Eid) -> str | None:
+        if not eid.is_ip:
+            return "unsupported-eid-family"
+        if not self.site_table.allows(site, eid):
+            return "prefix-not-allowed"
+        if self.accept_index is not None and rec.ttl != 0:
+            served = self.accept_index(eid)  # True / False / None: seeds not known yet
+            if not served:
+                return "seeds-unknown" if served is None else "index-not-served"
+        return None
+
+    def _record(self, msg, rec, eid, xtr, src, now, remaining, data, overlay, res) -> str | None:
         merge = msg.merge
         key = entry_key(eid, xtr if merge else b"")
-        existing = self.table.exact(eid)
-        if rec.ttl == 0:  # de-registration
-            for e in existing:
-                if (not merge) or e.key == key:
-                    self._delete(e.key, res)
-            return
-        rle = None
-        locs = []
+        existing = {e.key: e for e in self.table.exact(eid)}
+        for k, e in overlay.items():
+            if e is None:
+                existing.pop(k, None)
+            elif e.eid == eid:
+                existing[k] = e
+        if rec.ttl == 0:  # de-registration: the registrant's own entry, or all without merge
+            for k in list(existing):
+                if (not merge) or k == key:
+                    self._plan_delete(k, overlay, res)
+            return None
+        locs, rle, unusable = [], [], 0
         for loc in rec.locators:
             if isinstance(loc.address, Rle):
-                rle = [[str(x.address), x.level] for x in loc.address.entries]
-            else:
-                locs.append(replace(loc, local=False, probed=False))
-        locs.sort(key=lambda l: (l.address.version, int(l.address)))
-        value = entry_value(eid, res.site, locs, ttl=rec.ttl, proxy=msg.proxy_reply, merge=merge,
-                            xtr_id=xtr, registrant=str(src[0]), rle=rle)
+                for x in loc.address.entries:
+                    ip = ip_of(x.address)
+                    if ip is None:
+                        unusable += 1
+                    elif all(r.address != ip for r in rle):
+                        rle.append(RleEntry(ip, x.level))
+                continue
+            ip = ip_of(loc.address)
+            if ip is None:
+                unusable += 1
+                continue
+            locs.append(replace(loc, address=ip, local=False, probed=False))
+        if unusable:
+            res.warnings.append("locator-unusable")
+        if rec.locators and not locs and not rle:
+            return "no-usable-locator"
+        locs.sort(key=locator_sort_key)
+        new = Entry(key, eid, res.site, tuple(locs), rec.ttl, msg.proxy_reply, merge, xtr,
+                    str(src[0]), tuple(rle))
+        old_set = {e.locators for e in existing.values()}
         if not merge:  # replacement: drop the other registrants' entries for this prefix
-            for e in existing:
-                if e.key != key:
-                    self._delete(e.key, res)
-        old = self.table.get(key)
-        life = rec.ttl * 60.0 if msg.ttl_is_lifetime else self.lifetime
-        self._arm(key, now + life)
-        if old is None or _content(old.value) != _content(value):
-            self.table.set(key, value)
-            self.raw[key] = data
-            res.changes.append(("set", key, value, data))
+            for k in list(existing):
+                if k != key:
+                    self._plan_delete(k, overlay, res)
+        old = existing.get(key)
+        if remaining is not None:
+            life = remaining
+        else:
+            life = rec.ttl * 60.0 if msg.ttl_is_lifetime else self.lifetime
+        res.expiry[key] = now + life
+        if not new.same(old):
+            overlay[key] = new
+            res.entries.append(("set", new, data, msg.want_map_notify))
+            res.changes.append(("set", key, new.value, data))
+            if old_set and new.locators not in old_set:
+                self._plan_unsolicited(new, existing, src, res)
+        return None
 
-    def _delete(self, key: str, res: RegisterResult | None) -> None:
-        if self.table.get(key) is None:
+    def _plan_delete(self, key: str, overlay: dict, res: RegisterResult) -> None:
+        if overlay.get(key, 0) is None or (key not in overlay and self.table.get(key) is None):
             return
-        self.table.delete(key)
-        self.expiry.pop(key, None)
-        self.raw.pop(key, None)
-        if res is not None:
-            res.changes.append(("delete", key))
+        overlay[key] = None
+        res.entries.append(("delete", key))
+        res.changes.append(("delete", key))
+        res.expiry.pop(key, None)
 
+    def _plan_unsolicited(self, new: Entry, existing: dict, src, res: RegisterResult) -> None:
+        """RFC 9301 8.2: when the RLOC-set of a prefix changes, tell the previous
+        registrants that asked for Map-Notifies."""
+        site = self.sites[new.site]
+        key = site.keys[0]
+        addr, ml = eid_to_wire(new.eid)
+        locs = list(new.locators)
+        if new.rle:
+            locs.append(Locator(Rle(new.rle), 255, 0, 1, 100))
+        record = EidRecord(addr, ml, new.ttl, tuple(locs), authoritative=True)
+        for e in existing.values():
+            if e.registrant and e.registrant != str(src[0]) and self.wants_notify.get(e.key):
+                nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
+                msg = MapNotify(nonce, (record,), key.key_id, key.alg_id, b"")
+                res.unsolicited.append((e.registrant, 4342, nonce, seal(msg, key.secret)))
+
+    # -- step 3: apply --------------------------------------------------------------
+    def apply(self, res: RegisterResult, now: float) -> None:
+        """Make memory follow a committed result."""
+        for item in res.entries:
+            if item[0] == "set":
+                _, e, raw, wants = item
+                self.table.put(e)
+                self.raw[e.key] = raw
+                self.wants_notify[e.key] = wants
+            else:
+                self._forget(item[1])
+        for key, at in res.expiry.items():
+            self._arm(key, at)
+        self.nonces.update(res.nonces)
+        for dst, port, nonce, data in res.unsolicited:
+            self.pending[nonce] = [dst, port, data, 0, now + NOTIFY_RETRIES[0], res.site]
+        if res.unsolicited:
+            self._notify_nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
+        st = self.stats.get(res.site)
+        if st is not None:
+            st["last_accepted"] = {"at": now, "from": res.registrant}
+        self.note_refusals(res)
+
+    def note_refusals(self, res: RegisterResult) -> None:
+        st = self.stats.get(res.site)
+        if st is None:
+            return
+        reasons = [why for _, why in res.refused] if res.refused else ([] if res.accepted else [res.reason])
+        for why in reasons:
+            st["refused"][why] = st["refused"].get(why, 0) + 1
+
+    def handle_register(self, data: bytes, src: tuple, now: float, *, commit=None, send=None,
+                        publish=None, remaining: float | None = None) -> RegisterResult:
+        """compute -> commit -> apply -> publish -> send.  ``commit(changes, nonces)``
+        may raise: then nothing is applied, published or sent, and the result says
+        ``commit-failed``.  Without callables it only computes and applies (tests)."""
+        res = self.compute_register(data, src, now, remaining)
+        if not res.accepted:
+            self.note_refusals(res)
+            return res
+        if commit is not None:
+            try:
+                commit(res.changes, res.nonces)
+            except Exception as exc:  # the store failed: memory stays as durable state is
+                return RegisterResult(False, "commit-failed", site=res.site, error=repr(exc))
+        self.apply(res, now)
+        if publish is not None and res.changes:
+            publish(res.changes)
+        if send is not None:
+            if res.notify is not None:
+                send(res.notify_to[0], res.notify_to[1], res.notify)
+            for dst, port, _nonce, d in res.unsolicited:
+                send(dst, port, d)
+        return res
+
+    # -- unsolicited Map-Notify: acks and retransmission ------------------------------
+    def handle_notify_ack(self, data: bytes) -> str:
+        """A Map-Notify-Ack for one of our unsolicited Map-Notifies: "acked", or why not."""
+        try:
+            msg = decode_message(data)
+        except DecodeError as exc:
+            return f"malformed:{exc.field}"
+        if not isinstance(msg, MapNotifyAck):
+            return "not-a-map-notify-ack"
+        p = self.pending.get(msg.nonce)
+        if p is None:
+            return "unknown-nonce"
+        site = self.sites.get(p[5])
+        k = site.key(msg.key_id) if site else None
+        if k is None or not verify(data, k.secret, allow_none=(k.alg_id == 0)):
+            return "auth-failure"
+        del self.pending[msg.nonce]
+        return "acked"
+
+    def retransmit(self, now: float) -> tuple[list, int]:
+        """(datagrams due again, how many were given up) for unacknowledged Map-Notifies."""
+        out, gave_up = [], 0
+        for nonce, p in list(self.pending.items()):
+            if p[4] > now:
+                continue
+            p[3] += 1
+            if p[3] >= len(NOTIFY_RETRIES):
+                del self.pending[nonce]
+                gave_up += 1
+                continue
+            p[4] = now + NOTIFY_RETRIES[p[3]]
+            out.append((p[0], p[1], p[2]))
+        return out, gave_up
+
+    # -- time -----------------------------------------------------------------------
     def _arm(self, key: str, at: float) -> None:
         self.expiry[key] = at
         heapq.heappush(self._heap, (at, key))
 
-    # -- time -----------------------------------------------------------------------
+    def _forget(self, key: str) -> None:
+        self.table.delete(key)
+        self.expiry.pop(key, None)
+        self.raw.pop(key, None)
+        self.wants_notify.pop(key, None)
+
     def next_timer(self) -> float | None:
         while self._heap and self.expiry.get(self._heap[0][1]) != self._heap[0][0]:
             heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        nxt = self._heap[0][0] if self._heap else None
+        for p in self.pending.values():
+            nxt = p[4] if nxt is None else min(nxt, p[4])
+        return nxt
 
-    def expire(self, now: float) -> list:
-        """Delete every registration whose lifetime has passed; return the changes."""
-        out = RegisterResult(True)
+    def expire(self, now: float, commit=None) -> list:
+        """Delete every lapsed registration, committed first when ``commit`` is given;
+        if it raises, nothing is deleted and the next call retries."""
+        lapsed = []
         while self._heap and self._heap[0][0] <= now:
             at, key = heapq.heappop(self._heap)
             if self.expiry.get(key) == at:
-                self._delete(key, out)
-        return out.changes
+                lapsed.append((at, key))
+        changes = [("delete", key) for _, key in lapsed]
+        if changes and commit is not None:
+            try:
+                commit(changes, {})
+            except Exception:
+                for item in lapsed:
+                    heapq.heappush(self._heap, item)
+                raise
+        for ch in changes:
+            self._forget(ch[1])
+        return changes
 
     def expires_in(self, key: str, now: float) -> float | None:
         at = self.expiry.get(key)
         return None if at is None else max(0.0, at - now)
 
     # -- restart --------------------------------------------------------------------
-    def restore(self, rows, nonces: dict, now: float) -> None:
-        """Load persisted registrations: each lives one grace period unless refreshed."""
+    def restore(self, rows, nonces: dict, now: float) -> list:
+        """Load persisted registrations: each lives one grace period unless refreshed.
+        Returns the keys of rows that could not be read (skipped)."""
+        bad = []
         for key, value, raw in rows:
-            self.table.set(key, value)
+            try:
+                e = entry_from_value(key, value)
+            except (KeyError, TypeError, ValueError):
+                bad.append(key)
+                continue
+            self.table.put(e)
             self.raw[key] = raw
             self._arm(key, now + self.grace)
         self.nonces.update(nonces)
+        return bad
 
     def snapshot(self) -> list:
         return [(e.key, e.value) for e in self.table.entries()]
 
 
-def _best_prefix(sites, eid: Eid):
-    best = None
-    for s in sites:
-        for p, more in s.prefixes:
-            if _contains(p, eid) and (best is None or _spec(p) > _spec(best[1])):
-                best = (s, p, more)
-    return best
-
-
 def site_covering(sites, eid: Eid) -> SitePolicy | None:
     """The site with the most specific configured prefix covering ``eid``."""
-    best = _best_prefix(sites, eid)
-    return None if best is None else best[0]
-
-
-def _content(v: dict) -> tuple:
-    return (v["eid"], v["site"], tuple(map(tuple, v["rlocs"])), v["ttl"], v["proxy"], v["merge"],
-            tuple(map(tuple, v.get("rle") or ())))
-
-
-def _spec(e: Eid) -> tuple:
-    return (e.group_len, e.length) if e.is_multicast else (0, e.length)
+    return SiteTable(sites).site_of(eid)

@@ -1,22 +1,25 @@
 """The registration table as lookups see it: longest match, more-specifics, negatives.
 
 One instance lives in every Map-Resolver worker (its replica) and in every
-Map-Server shard.  Entries are keyed by a string (``<eid>|<xtr-id hex>``) and carry
-the value dict that the Map-Server publishes (see :func:`entry_value`).  Unicast
-prefixes sit in one ``pytricia`` tree per (instance ID, family); a sorted list of
-network numbers per tree gives the least-specific negative prefix in O(log n)
-(the longest common prefix with any stored network is found at a neighbour).
+Map-Server shard.  Entries are typed (:class:`Entry`: an :class:`Eid`, sorted
+:class:`Locator` objects, RLE entries); :func:`entry_value` and
+:func:`entry_from_value` are the one place where they turn into and back from the
+msgpack-able dict the Map-Server publishes and stores.  Entries are keyed by a
+string (``<eid>|<xtr-id hex>``).  Unicast prefixes sit in one ``pytricia`` tree
+per (instance ID, family); beside it a sorted list of network numbers with the
+prefix lengths at each, which answers "does this prefix overlap anything stored
+that does not contain this EID" in O(log n) (:func:`negative_prefix`).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, ip_address
 
 import pytricia
 
-from common.wire.addr import Eid, clear_host_bits
+from common.wire.addr import Eid, RleEntry, clear_host_bits
 from common.wire.eidtext import format_address, format_eid, parse_eidspec
 from common.wire.records import Locator
 
@@ -48,26 +51,55 @@ def locator_from_value(v: list) -> Locator:
     return Locator(ip_address(v[0]), v[1], v[2], v[3], v[4], bool(v[5] & 4), bool(v[5] & 2), bool(v[5] & 1))
 
 
+@dataclass(slots=True)
+class Entry:
+    """One registration: a prefix from one registrant (its xTR-ID when merging)."""
+
+    key: str
+    eid: Eid
+    site: str
+    locators: tuple           # Locator, IP addresses only, in locator_sort_key order
+    ttl: int                  # record TTL, minutes
+    proxy: bool               # P: the Map-Server answers for it
+    merge: bool
+    xtr_id: bytes
+    registrant: str           # address the Map-Register came from
+    rle: tuple = ()           # RleEntry (IP address, level): group membership
+
+    def content(self) -> tuple:
+        """What a Map-Request answer depends on: a refresh that leaves it equal and
+        comes from the same registrant changes nothing anybody sees."""
+        return (self.eid, self.site, self.locators, self.ttl, self.proxy, self.merge, self.rle)
+
+    def same(self, other: "Entry | None") -> bool:
+        return (other is not None and self.content() == other.content()
+                and self.xtr_id == other.xtr_id and self.registrant == other.registrant)
+
+    @property
+    def value(self) -> dict:
+        return entry_value(self.eid, self.site, self.locators, ttl=self.ttl, proxy=self.proxy,
+                           merge=self.merge, xtr_id=self.xtr_id, registrant=self.registrant,
+                           rle=[[format_address(r.address), r.level] for r in self.rle])
+
+
 def entry_value(eid: Eid, site: str, locators, *, ttl: int, proxy: bool, merge: bool, xtr_id: bytes,
                 registrant: str, rle=None) -> dict:
-    """The msgpack-able value published for one registration."""
+    """The msgpack-able value published and stored for one registration."""
     v = {"eid": format_eid(eid), "site": site, "rlocs": [locator_value(l) for l in locators],
          "ttl": ttl, "proxy": proxy, "merge": merge, "xtr": xtr_id.hex(), "registrant": registrant}
     if rle:
-        v["rle"] = rle  # [[address, level], ...] for group-membership registrations
+        v["rle"] = [list(x) for x in rle]  # [[address, level], ...] for group-membership registrations
     return v
 
 
-@dataclass(slots=True)
-class Entry:
-    key: str
-    eid: Eid
-    value: dict
-    locators: tuple
-
-    @property
-    def proxy(self) -> bool:
-        return bool(self.value.get("proxy"))
+def entry_from_value(key: str, v: dict) -> Entry:
+    """The typed entry of a published value (raises ValueError/KeyError/TypeError if
+    it is not one)."""
+    rle = tuple(RleEntry(ip_address(a), int(level)) for a, level in (v.get("rle") or ()))
+    return Entry(key, parse_eidspec(v["eid"]), str(v.get("site", "")),
+                 tuple(locator_from_value(x) for x in v.get("rlocs", ())), int(v.get("ttl", 0)),
+                 bool(v.get("proxy")), bool(v.get("merge")), bytes.fromhex(v.get("xtr", "")),
+                 str(v.get("registrant", "")), rle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +117,8 @@ class RegistrationTable:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
-        self._nets: dict[tuple[int, int], list[int]] = {}
+        self._nets: dict[tuple[int, int], list[int]] = {}            # sorted network numbers
+        self._lens: dict[tuple[int, int], dict[int, set[int]]] = {}  # network -> lengths stored
         self._mcast: dict[Eid, dict[str, Entry]] = {}
         self.version = 0   # bumped by every change: lets readers cache derived answers
 
@@ -103,11 +136,14 @@ class RegistrationTable:
 
     # -- updates -----------------------------------------------------------------
     def set(self, key: str, value: dict) -> None:
+        """Store a published value (the replica's path)."""
+        self.put(entry_from_value(key, value))
+
+    def put(self, e: Entry) -> None:
         self.version += 1
+        key, eid = e.key, e.eid
         if key in self._entries:
             self.delete(key)
-        eid = parse_eidspec(value["eid"])
-        e = Entry(key, eid, value, tuple(locator_from_value(v) for v in value.get("rlocs", ())))
         self._entries[key] = e
         if eid.is_multicast:
             self._mcast.setdefault(eid, {})[key] = e
@@ -116,12 +152,18 @@ class RegistrationTable:
         tree = self._trees.get(tk)
         if tree is None:
             tree = self._trees[tk] = pytricia.PyTricia(_BITS[tk[1]])
-            self._nets[tk] = []
+            self._nets[tk], self._lens[tk] = [], {}
         p = _pfx(eid)
         bucket = tree.get(p) if tree.has_key(p) else None
         if bucket is None:
             tree[p] = {key: e}
-            bisect.insort(self._nets[tk], int(eid.address))
+            net = int(eid.address)
+            lens = self._lens[tk].get(net)
+            if lens is None:
+                self._lens[tk][net] = {eid.length}
+                bisect.insort(self._nets[tk], net)
+            else:
+                lens.add(eid.length)
         else:
             bucket[key] = e
 
@@ -143,10 +185,15 @@ class RegistrationTable:
         bucket.pop(key, None)
         if not bucket:
             tree.delete(p)
-            nets = self._nets[tk]
-            i = bisect.bisect_left(nets, int(e.eid.address))
-            if i < len(nets) and nets[i] == int(e.eid.address):
-                nets.pop(i)
+            net = int(e.eid.address)
+            lens = self._lens[tk][net]
+            lens.discard(e.eid.length)
+            if not lens:
+                del self._lens[tk][net]
+                nets = self._nets[tk]
+                i = bisect.bisect_left(nets, net)
+                if i < len(nets) and nets[i] == net:
+                    nets.pop(i)
 
     # -- lookups -----------------------------------------------------------------
     def lookup(self, eid: Eid) -> Match | None:
@@ -187,27 +234,36 @@ class RegistrationTable:
     def _lookup_mcast(self, eid: Eid) -> Match | None:
         best = None
         for k in self._mcast:
-            if (k.iid == eid.iid and type(k.group) is type(eid.group) and k.group_len <= eid.group_len
-                    and clear_host_bits(eid.group, k.group_len) == k.group
-                    and type(k.address) is type(eid.address) and k.length <= eid.length
-                    and clear_host_bits(eid.address, k.length) == k.address):
-                if best is None or (k.group_len, k.length) > (best.group_len, best.length):
-                    best = k
+            if k.contains(eid) and (best is None or k.specificity() > best.specificity()):
+                best = k
         return None if best is None else Match(((best, list(self._mcast[best].values())),))
 
-    def neighbour_lcp(self, eid: Eid) -> int:
-        """Longest common prefix (bits) of ``eid`` with any stored network, or -1."""
-        nets = self._nets.get(_tree_key(eid))
+    def overlaps_outside(self, eid: Eid, length: int) -> bool:
+        """Does ``eid``'s address masked to ``length`` bits contain a stored unicast
+        prefix that does not itself contain ``eid``'s address?
+
+        The stored networks inside the candidate form one range of the sorted list;
+        a network there is harmless only if every length stored at it is at most its
+        common prefix with the address (then each of those prefixes contains the
+        address).  At most one network per length can be harmless, so the scan
+        stops after a bounded number of steps."""
+        tk = _tree_key(eid)
+        nets = self._nets.get(tk)
         if not nets:
-            return -1
-        bits = _BITS[_family(eid.address)]
+            return False
+        bits = _BITS[tk[1]]
         x = int(eid.address)
-        i = bisect.bisect_left(nets, x)
-        best = -1
-        for j in (i - 1, i):
-            if 0 <= j < len(nets):
-                best = max(best, bits - (x ^ nets[j]).bit_length())
-        return best
+        lo = (x >> (bits - length)) << (bits - length) if length else 0
+        hi = lo + (1 << (bits - length)) - 1
+        lens = self._lens[tk]
+        i = bisect.bisect_left(nets, lo)
+        while i < len(nets) and nets[i] <= hi:
+            net = nets[i]
+            common = bits - (x ^ net).bit_length()
+            if max(lens[net]) > max(common, length - 1):
+                return True
+            i += 1
+        return False
 
 
 def _eid_of(iid: int, prefix: str) -> Eid:
@@ -220,32 +276,48 @@ class PrefixSet:
 
     def __init__(self, eids=()) -> None:
         self._t = RegistrationTable()
+        self._mcast = [e for e in eids if e.is_multicast]
         for i, e in enumerate(eids):
             if not e.is_multicast:
-                self._t.set(f"cfg{i}", {"eid": format_eid(e)})
+                self._t.put(Entry(f"cfg{i}", e, "", (), 0, False, False, b"", ""))
 
     def covering(self, eid: Eid) -> Eid | None:
+        """The most specific configured prefix containing ``eid``."""
         if eid.is_multicast:
-            return None
+            best = None
+            for p in self._mcast:
+                if p.contains(eid) and (best is None or p.specificity() > best.specificity()):
+                    best = p
+            return best
         hit = self._t.best_key(eid)
         return None if hit is None else _eid_of(eid.iid, hit[1])
 
-    def neighbour_lcp(self, eid: Eid) -> int:
-        return self._t.neighbour_lcp(eid)
+    def overlaps_outside(self, eid: Eid, length: int) -> bool:
+        return self._t.overlaps_outside(eid, length)
 
 
-def negative_prefix(eid: Eid, tables, floor: int = 0, ceiling: int | None = None) -> Eid:
-    """The least-specific prefix containing ``eid`` that overlaps no stored prefix.
+def host_of(eid: Eid) -> Eid:
+    """The host EID at a unicast prefix's first address."""
+    return Eid(eid.iid, eid.address, _BITS[_family(eid.address)])
 
-    ``tables`` are RegistrationTables/PrefixSets none of whose prefixes contain
-    ``eid``; ``floor`` is a minimum length (the aggregate it falls in, or the
-    hash mask in pull mode).  WIRE-FORMAT 11.6, with c + 1.
-    """
+
+def negative_prefix(eid: Eid, tables, floor: int = 0) -> Eid:
+    """The least-specific prefix containing ``eid``'s address that overlaps no stored
+    prefix not containing that address, and is at least ``floor`` long.
+
+    ``tables`` are RegistrationTables/PrefixSets; prefixes containing the address
+    are the caller's business (a registered one means a positive answer; the
+    configured aggregate it falls in is passed as ``floor``).  The answer may be
+    longer than ``eid`` when ``eid`` is a prefix holding registrations: it then
+    contains ``eid``'s first address and covers nothing registered or configured
+    (WIRE-FORMAT 11.6; RFC 9301 8.4).  Overlap shrinks as the length grows, so the
+    shortest clear length is found by bisection."""
     bits = _BITS[_family(eid.address)]
-    length = floor
-    for t in tables:
-        c = t.neighbour_lcp(eid)
-        if c >= 0:
-            length = max(length, c + 1)
-    length = min(length, bits if ceiling is None else ceiling, eid.length)
-    return Eid(eid.iid, clear_host_bits(eid.address, length), length)
+    lo, hi = min(floor, bits), bits      # a host-length prefix overlaps nothing outside
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(t.overlaps_outside(eid, mid) for t in tables):
+            lo = mid + 1
+        else:
+            hi = mid
+    return Eid(eid.iid, clear_host_bits(eid.address, lo), lo)

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, replace
-from ipaddress import ip_address
 
-from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
+from common.wire.addr import Eid, Rle, eid_to_wire
 from common.wire.ecm import Ecm, set_ecm_flags
 from common.wire.errors import DecodeError
-from common.wire.messages import MapReply, MapRequest, decode_message, encode_message
-from common.wire.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record
-from common.machines.regtable import PrefixSet, RegistrationTable, negative_prefix
+from common.wire.messages import MapRequest, decode_message
+from common.wire.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record, locator_sort_key
+from common.machines.regtable import PrefixSet, RegistrationTable, host_of, negative_prefix
 
 _W0_NONCE = struct.Struct("!IQ")
+_BITS = {4: 32, 6: 128}
+MAX_RECORDS = 255   # the Record Count field of a Map-Reply
 
 PUNT_TOPICS = {1: "map-request", 2: "map-reply", 3: "map-register", 4: "map-notify",
                5: "map-notify-ack", 6: "map-referral", 7: "info"}
@@ -110,8 +111,8 @@ class Resolver:
             return [Drop(f"malformed.{_reason(exc.field)}", str(exc))]
         if not isinstance(msg, Ecm):
             kind = PUNT_TOPICS[data[0] >> 4]
-            if kind == "map-register":
-                kind = f"map-register.{self._shard(msg)}"
+            if kind in ("map-register", "map-notify-ack"):
+                kind = f"{kind}.{self._shard(msg)}"
             return [Punt(kind, data, src)]
         inner = msg.inner
         if not isinstance(inner, MapRequest):
@@ -124,89 +125,118 @@ class Resolver:
             return [Drop("rate-limited", src[0])]
         if msg.to_etr:
             return [Punt("ecm-etr", data, src)]
-        if not inner.records:
+        if msg.ddt:
+            return [Drop("ddt-request", "ECM D=1 asks for a Map-Referral; this node is not a DDT node")]
+        if inner.dont_map_reply:
+            return [Drop("dont-map-reply")]
+        eids = [r.prefix for r in inner.records[:MAX_RECORDS]]
+        if not eids:
             return [Drop("no-request-records")]
-        eid = inner.records[0].prefix
-        if not (self.ready(eid) if self.ready is not None else self.in_sync):
-            return [Drop("not-in-sync")]
+        usable = [e for e in eids if e.is_ip]
+        if not usable:
+            return [Drop("unsupported-eid-family", str(eids[0]))]
+        for eid in usable:
+            if not (self.ready(eid) if self.ready is not None else self.in_sync):
+                return [Drop("not-in-sync")]
+        eid = usable[0]
         if not msg.to_ms and self.serves is not None and not self.serves(eid):
             target = self.forward_to(eid, _version(local)) if self.forward_to else None
             if target is None:
                 return [Drop("no-serving-set", str(eid))]
             return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]
-        return self._map_server(data, msg, inner, eid, local)
+        return self._map_server(data, msg, inner, usable, local, len(eids) - len(usable))
 
     # -- the Map-Server treatment ---------------------------------------------------
-    def _map_server(self, data: bytes, ecm: Ecm, req: MapRequest, eid: Eid, local: str) -> list:
+    def _map_server(self, data: bytes, ecm: Ecm, req: MapRequest, eids: list, local: str,
+                    unsupported: int) -> list:
+        """Every (IP) record of the request answered: proxy and negative records in one
+        Map-Reply, and the ECM forwarded once to each registered ETR that answers
+        for the others."""
         itr = _itr_rloc(req, local)
         if itr is None:
             return [Drop("no-usable-itr-rloc")]
+        out, count, parts, what = [], 0, [], "negative-reply"
+        etrs: list[str] = []
+        for eid in eids:
+            kind, a, b = self._answer(eid, local)
+            if kind == "etr":
+                if a not in etrs:
+                    etrs.append(a)
+            elif kind == "none":
+                out.append(Drop("no-usable-etr-rloc", a))
+            elif count + a <= MAX_RECORDS:
+                count += a
+                parts.append(b)
+                if kind == "proxy":
+                    what = "proxy-reply"
+        for etr in etrs:
+            out.append(Send(etr, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr"))
+        if count:
+            head = _W0_NONCE.pack((2 << 28) | count, req.nonce)
+            out.append(Send(itr, ecm.ip.sport, head + b"".join(parts), what))
+        if unsupported:
+            out.append(Drop("unsupported-eid-family", f"{unsupported} record(s)"))
+        return out
+
+    def _answer(self, eid: Eid, local: str) -> tuple:
+        """("proxy", record count, encoded records) / ("etr", address, None) /
+        ("none", prefix text, None) / ("negative", 1, encoded record)."""
+        if self._cache_version != self.table.version:
+            self._cache.clear()
+            self._cache_version = self.table.version
+        version = _version(local)
         if not eid.is_multicast:
             # the answer for a prefix is the same for every EID inside it until the
-            # table changes: cache it by the longest match
+            # table changes: cache it by the longest match (and the listener's family,
+            # which picks the ETR address)
             hit = self.table.best_key(eid)
+            if hit is None and eid.length < _BITS[eid.address.version]:
+                # a prefix request that no registration covers: answer for its first
+                # address, so a negative never covers what is registered inside it
+                eid = host_of(eid)
+                hit = self.table.best_key(eid)
             if hit is not None:
-                if self._cache_version != self.table.version:
-                    self._cache.clear()
-                    self._cache_version = self.table.version
-                answer = self._cache.get(hit)
+                answer = self._cache.get((hit, version))
                 if answer is None:
-                    answer = self._cache[hit] = self._positive(eid, local)
-                kind, a, b = answer
-                if kind == "proxy":
-                    head = _W0_NONCE.pack((2 << 28) | a, req.nonce)
-                    return [Send(itr, ecm.ip.sport, head + b, "proxy-reply")]
-                if kind == "etr":
-                    return [Send(a, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr")]
-                return [Drop("no-usable-etr-rloc", a)]
+                    answer = self._cache[(hit, version)] = self._positive(self.table.lookup(eid), local)
+                return answer
+            return self._negative(eid)
         m = self.table.lookup(eid)
-        if m is not None:
-            prefix, entries = m.best
-            if any(e.proxy for e in entries):
-                records = tuple(self._proxy_record(p, es) for p, es in m.prefixes)
-                reply = MapReply(req.nonce, records)
-                return [Send(itr, ecm.ip.sport, encode_message(reply), "proxy-reply")]
-            etr = _pick_etr(entries, local)
-            if etr is None:
-                return [Drop("no-usable-etr-rloc", str(prefix))]
-            return [Send(etr, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr")]
-        if eid.is_multicast:
-            neg, ttl = eid, self.neg_ttl_non_eid
-        else:
-            floor = self.neg_floor(eid) if self.neg_floor else 0
-            covering = self.configured.covering(eid)
-            if covering is not None:
-                neg = negative_prefix(eid, [self.table], floor=max(floor, covering.length))
-                ttl = self.neg_ttl_unregistered
-            else:
-                neg = negative_prefix(eid, [self.table, self.configured], floor=floor)
-                ttl = self.neg_ttl_non_eid
-        addr, ml = eid_to_wire(neg)
-        reply = MapReply(req.nonce, (EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD),))
-        return [Send(itr, ecm.ip.sport, encode_message(reply), "negative-reply")]
+        return self._positive(m, local) if m is not None else self._negative(eid)
 
-    def _positive(self, eid: Eid, local: str) -> tuple:
-        """("proxy", record count, encoded records) / ("etr", address, None) /
-        ("none", prefix text, None) for a registered EID."""
-        prefix, entries = (m := self.table.lookup(eid)).best
+    def _positive(self, m, local: str) -> tuple:
+        prefix, entries = m.best
         if any(e.proxy for e in entries):
-            records = [self._proxy_record(p, es) for p, es in m.prefixes]
+            records = [self._proxy_record(p, es) for p, es in m.prefixes][:MAX_RECORDS]
             return "proxy", len(records), b"".join(encode_record(r) for r in records)
         etr = _pick_etr(entries, local)
         return ("etr", etr, None) if etr is not None else ("none", str(prefix), None)
 
+    def _negative(self, eid: Eid) -> tuple:
+        covering = self.configured.covering(eid)
+        ttl = self.neg_ttl_non_eid if covering is None else self.neg_ttl_unregistered
+        if eid.is_multicast:
+            neg = eid
+        else:
+            floor = self.neg_floor(eid) if self.neg_floor else 0
+            if covering is not None:
+                floor = max(floor, covering.length)
+            neg = negative_prefix(eid, [self.table, self.configured], floor=floor)
+        addr, ml = eid_to_wire(neg)
+        return "negative", 1, encode_record(EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD))
+
     def _proxy_record(self, prefix: Eid, entries) -> EidRecord:
         seen, locs, rle, ttl = set(), [], [], self.proxy_ttl
         for e in entries:
-            ttl = min(ttl, int(e.value.get("ttl", ttl)))
+            ttl = min(ttl, e.ttl)
             for loc in e.locators:
                 if loc.address not in seen:
                     seen.add(loc.address)
                     locs.append(replace(loc, local=False, probed=False))
-            for a, level in e.value.get("rle") or ():
-                if all(x.address != ip_address(a) for x in rle):
-                    rle.append(RleEntry(ip_address(a), level))
-        locs.sort(key=lambda l: (l.address.version, int(l.address)))
+            for x in e.rle:
+                if all(r.address != x.address for r in rle):
+                    rle.append(x)
+        locs.sort(key=locator_sort_key)
         if rle:
             locs.append(Locator(Rle(tuple(rle)), 255, 0, 1, 100))
         addr, ml = eid_to_wire(prefix)
@@ -216,10 +246,7 @@ class Resolver:
         if self.shard_for is None:
             return 0
         for r in getattr(msg, "records", ()):
-            try:
-                site = self.site_of(r.prefix)
-            except ValueError:
-                continue
+            site = self.site_of(r.prefix)
             if site is not None:
                 return self.shard_for(site)
         return 0
@@ -262,7 +289,7 @@ def _pick_etr(entries, local: str) -> str | None:
     if best is not None:
         return str(best.address)
     for e in entries:
-        reg = e.value.get("registrant")
-        if reg and ip_address(reg).version == version:
+        reg = e.registrant
+        if reg and (":" in reg) == (version == 6):
             return reg
     return None

@@ -327,6 +327,30 @@ class Eid:
     def is_multicast(self) -> bool:
         return self.group is not None
 
+    @property
+    def is_ip(self) -> bool:
+        """An IPv4/IPv6 prefix or (S,G): the only EIDs the tables and lookups handle."""
+        return isinstance(self.address, (IPv4Address, IPv6Address)) and (
+            self.group is None or isinstance(self.group, (IPv4Address, IPv6Address)))
+
+    def contains(self, other: "Eid") -> bool:
+        """``other`` lies inside this prefix: same instance ID, family and kind, at
+        least as long, and equal on this prefix's bits (groups first for (S,G))."""
+        if self.iid != other.iid or type(self.address) is not type(other.address):
+            return False
+        if self.is_multicast != other.is_multicast:
+            return False
+        if self.is_multicast:
+            if type(self.group) is not type(other.group) or self.group_len > other.group_len:
+                return False
+            if clear_host_bits(other.group, self.group_len) != self.group:
+                return False
+        return self.length <= other.length and clear_host_bits(other.address, self.length) == self.address
+
+    def specificity(self) -> tuple[int, int]:
+        """Sort key: longer (group, then source) prefixes are more specific."""
+        return (self.group_len, self.length) if self.is_multicast else (0, self.length)
+
 
 def eid_from_wire(addr: object, mask_len: int) -> Eid:
     """The normalised EID of a record's (address, mask-len)."""

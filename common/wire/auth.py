@@ -40,24 +40,35 @@ def seal(msg, key: bytes) -> bytes:
 
 
 def verify(data: bytes, key: bytes, allow_none: bool = False) -> bool:
-    """Check the MAC of an encoded Map-Register/Map-Notify/Map-Notify-Ack.
+    """Check the MAC of an encoded Map-Register/Map-Notify/Map-Notify-Ack."""
+    return verify_coverage(data, key, allow_none) is not None
+
+
+def verify_coverage(data: bytes, key: bytes, allow_none: bool = False) -> str | None:
+    """What a valid MAC covers: ``"all"`` (the whole payload, trailer included),
+    ``"records"`` (RFC 9301's literal coverage, which stops before the
+    xTR-ID/Site-ID trailer) or None when it does not verify.
 
     ``data`` must already have decoded (so the header is sound).  Algorithm 0 passes
-    only with ``allow_none``; unknown algorithms and unexpected lengths fail."""
+    only with ``allow_none``; unknown algorithms and unexpected lengths fail.  The
+    shorter coverage is tried only where the I bit announces a trailer (Map-Register
+    bit 6, Map-Notify bit 4); a Map-Notify-Ack has no I bit and is MACed whole
+    (WIRE-FORMAT 6.2, 7)."""
     key_id, alg, auth_len = struct.unpack_from("!BBH", data, 12)
     if alg == ALG_NONE:
-        return allow_none and auth_len == 0
+        return "all" if allow_none and auth_len == 0 else None
     if alg not in _DIGEST or auth_len not in ACCEPT_LEN[alg]:
-        return False
+        return None
     got = bytes(data[AUTH_OFFSET:AUTH_OFFSET + auth_len])
     zeroed = bytes(data[:AUTH_OFFSET]) + bytes(auth_len) + bytes(data[AUTH_OFFSET + auth_len:])
-    ok = hmac.compare_digest(_mac(alg, key, zeroed)[:auth_len], got)
+    if hmac.compare_digest(_mac(alg, key, zeroed)[:auth_len], got):
+        return "all"
     mtype = data[0] >> 4
-    has_trailer = (mtype == 3 and data[0] & 0x02) or (mtype == 4 and data[0] & 0x08) or mtype in (4, 5)
-    if not ok and has_trailer and len(data) - TRAILER_LEN >= AUTH_OFFSET + auth_len:
-        # RFC 9301's literal coverage stops before the xTR-ID/Site-ID trailer
-        ok = hmac.compare_digest(_mac(alg, key, zeroed[:-TRAILER_LEN])[:auth_len], got)
-    return ok
+    announced = (mtype == 3 and data[0] & 0x02) or (mtype == 4 and data[0] & 0x08)
+    if announced and len(data) - TRAILER_LEN >= AUTH_OFFSET + auth_len:
+        if hmac.compare_digest(_mac(alg, key, zeroed[:-TRAILER_LEN])[:auth_len], got):
+            return "records"
+    return None
 
 
 def alg_from_name(name: str) -> int:

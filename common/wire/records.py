@@ -10,7 +10,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from common.wire.addr import (Eid, address_bits, decode_address, eid_from_wire, encode_address)
+from ipaddress import IPv4Address, IPv6Address
+
+from common.wire.addr import (AfiList, Eid, InstanceIdAddr, address_bits, decode_address, eid_from_wire,
+                             encode_address)
 from common.wire.errors import DecodeError, EncodeError
 
 ACT_NO_ACTION = 0
@@ -155,3 +158,26 @@ def decode_records(buf: bytes, off: int, end: int, count: int, field: str = "rec
         rec, off = decode_record(buf, off, end, f"{field}[{i}]", referral)
         recs.append(rec)
     return tuple(recs), off
+
+
+def ip_of(addr: object):
+    """The IPv4/IPv6 address a locator or RLE entry stands for, or None.
+
+    A plain IP is itself; an AFI list (lispers.net's encoding of an RLOC with a
+    name) stands for its first IP; an instance-ID LCAF for the address it wraps.
+    A MAC, a distinguished name or an opaque LCAF cannot be sent to: None."""
+    for _ in range(4):   # the LCAF nesting that occurs in practice
+        if isinstance(addr, (IPv4Address, IPv6Address)):
+            return addr
+        if isinstance(addr, InstanceIdAddr):
+            addr = addr.address
+        elif isinstance(addr, AfiList):
+            addr = next((a for a in addr.items if isinstance(a, (IPv4Address, IPv6Address, InstanceIdAddr))), None)
+        else:
+            return None
+    return None
+
+
+def locator_sort_key(loc: Locator) -> tuple[int, int]:
+    """The one order of RLOCs in stored and sent locator-sets: IPv4 first, by value."""
+    return (loc.address.version, int(loc.address))

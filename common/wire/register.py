@@ -59,6 +59,7 @@ class MapNotify:
     reserved: int = 0                # bits 6-23
     xtr_id: bytes | None = None
     site_id: bytes | None = None
+    i_bit: bool | None = None        # I as received; None: set iff the trailer is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,8 @@ def encode_register_like(m) -> bytes:
               | (m.eid_notify << 12) | (m.ttl_is_lifetime << 11) | (m.merge << 10)
               | (m.rsvd_r << 9) | (m.want_map_notify << 8))
     elif isinstance(m, MapNotify):
-        w0 = ((TYPE_MAP_NOTIFY << 28) | ((m.xtr_id is not None) << 27) | (m.rtr << 26)
+        i_bit = (m.xtr_id is not None) if m.i_bit is None else m.i_bit
+        w0 = ((TYPE_MAP_NOTIFY << 28) | (i_bit << 27) | (m.rtr << 26)
               | ((m.reserved & 0x3FFFF) << 8))
     elif isinstance(m, MapNotifyAck):
         w0 = (TYPE_MAP_NOTIFY_ACK << 28) | ((m.reserved & 0xFFFFF) << 8)
@@ -140,7 +142,7 @@ def decode_register_like(buf: bytes):
             raise DecodeError("records", off, f"{rest} bytes after the last record")
         xtr, site = (bytes(buf[off:off + 16]), bytes(buf[off + 16:end])) if rest else (None, None)
         return MapNotify(nonce, records, key_id, alg_id, auth, bool(w0 & 0x04000000),
-                         (w0 >> 8) & 0x3FFFF, xtr, site)
+                         (w0 >> 8) & 0x3FFFF, xtr, site, bool(w0 & 0x08000000))
     if mtype == TYPE_MAP_NOTIFY_ACK:
         extra = bytes(buf[off:end])
         xtr = site = None

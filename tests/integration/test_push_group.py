@@ -197,7 +197,8 @@ def test_a_sixth_node_is_complete_at_once(group):
 
 
 def test_a_snapshot_entry_altered_in_transit_is_rejected(tmp_path):
-    """A fake member serves a snapshot with one good and one altered Map-Register."""
+    """A fake member serves a snapshot with one good and one altered Map-Register; the
+    good one keeps the lifetime it had left at the member."""
     good = seal(MapRegister(time.time_ns(), (record("[0]10.50.77.0/24", rlocs=("127.0.50.77",)),), 0, 2,
                             proxy_reply=True, xtr_id=b"\x01" * 16, site_id=bytes(8)), KEY.encode())
     bad = bytearray(seal(MapRegister(time.time_ns(), (record("[0]10.50.78.0/24", rlocs=("127.0.50.78",)),),
@@ -233,13 +234,16 @@ def test_a_snapshot_entry_altered_in_transit_is_rejected(tmp_path):
                 pass
             if srv.poll(0):
                 ident, version = srv.recv_multipart()
-                srv.send_multipart([ident, version, msgpack.packb([good, bytes(bad)])])
+                # [Map-Register, seconds left at the member]: the good one had 8 s left
+                srv.send_multipart([ident, version, msgpack.packb([[good, 8.0], [bytes(bad), 150.0]])])
                 served = True
         assert served, "the joiner never asked for a snapshot"
         poll(lambda: "[0]10.50.77.0/24" in {r["eid"] for r in joiner.registrations()}, 10,
              what="the good entry applied")
-        regs = {r["eid"] for r in joiner.registrations()}
+        regs = {r["eid"]: r for r in joiner.registrations()}
         assert "[0]10.50.78.0/24" not in regs
+        # the entry keeps the lifetime it had at the member, not a fresh one (180 s)
+        assert regs["[0]10.50.77.0/24"]["expires_in"] <= 8.0, regs
         c = joiner.counters()["map_server:0"]
         assert c.get("dropped.register.auth-failure", 0) >= 1, json.dumps(c)
     finally:

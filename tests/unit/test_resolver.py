@@ -14,8 +14,8 @@ SRC = ("127.0.0.1", 40000)
 LOCAL = "127.0.0.1"
 
 
-def setup(proxy=True, sync=True, **kw):
-    ms = server()
+def setup(proxy=True, sync=True, ms=None, **kw):
+    ms = ms or server()
     for i, spec in enumerate(["[0]10.1.0.0/16", "[0]2001:db8:1::/48", "[1000]10.9.8.0/24"]):
         assert ms.handle_register(register([spec], nonce=i + 1, proxy=proxy), SRC, 0).accepted
     conf = PrefixSet([p for p, _ in site().prefixes])
@@ -55,8 +55,9 @@ def test_reply_goes_to_itr_rloc_and_inner_source_port():
 
 
 def test_overlapping_prefixes_return_more_specifics():
-    ms, r = setup()
-    ms.sites["site-a"] = site(prefixes=(("[0]10.1.0.0/16", True),))
+    from common.machines.mapserver import MapServer
+    more = site(prefixes=(("[0]10.1.0.0/16", True), ("[0]2001:db8:1::/48", False), ("[1000]10.9.8.0/24", False)))
+    ms, r = setup(ms=MapServer([more]))
     ms.handle_register(register(["[0]10.1.5.0/24"], nonce=50, proxy=True), SRC, 0)
     m = reply_of(r.handle(ecm_request("10.1.7.7"), SRC, LOCAL, 0))
     # RFC 9301 5.5: the best match (/16) plus every more-specific inside it (/24)
