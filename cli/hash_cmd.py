@@ -6,7 +6,8 @@
 
 ``--hash-mask`` is bytes of the string in ``rfc9962`` mode (``draft`` is its old
 name), a prefix length in bits in ``prefix`` mode, and an error in ``lispers``
-mode.  With one or more ``--lookup-range`` (rfc9962 only, RFC 9962 section 5.2),
+mode, which writes the EID as lispers.net does (host bits as typed, IPv4-mapped
+IPv6 with a dotted-quad tail).  With one or more ``--lookup-range`` (rfc9962 only, RFC 9962 section 5.2),
 EIDSPEC is a looked-up EID: it is masked to the lookup length of the most
 specific range holding it, then the hash mask applies.  ``--json`` prints exactly
 ``{"string": ..., "index": n, "name": "<n>.<suffix>"}`` (``name`` only with
@@ -18,14 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from ipaddress import ip_address
 
 from cli.common import UserError
 from common.decent.hash import (ALIASES, MODES, LookupRange, canonical_mode, dns_name, hash_string,
-                                index_of_string)
+                                index_of_string, lispers_string)
 from common.wire.eidtext import EidSpecError, parse_eidspec
 
 # bounded so a pathological number cannot make int() slow; far beyond any real value
 _NUMBER = re.compile(r"-?[0-9]{1,9}\Z")
+# a unicast IP spec, to keep the address as typed (host bits) for --mode lispers
+_UNICAST_IP = re.compile(r"(?:\[[0-9]+\])?([0-9A-Fa-f.:]+)(?:/[0-9]{1,3})?\Z")
 
 
 def register(subparsers) -> None:
@@ -71,6 +75,17 @@ def _range(text: str) -> LookupRange:
         raise UserError(f"bad --lookup-range {text!r}: {exc}") from None
 
 
+def _typed_address(text: str):
+    """The unicast IP address of an EID spec as typed (host bits kept), or None."""
+    m = _UNICAST_IP.match(text.strip())
+    if not m:
+        return None
+    try:
+        return ip_address(m.group(1))
+    except ValueError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.mode not in MODES + tuple(ALIASES):
         raise UserError(f"unknown --mode {args.mode!r} (one of {', '.join(MODES + tuple(ALIASES))})")
@@ -104,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
     except EidSpecError as exc:
         raise UserError(f"bad EIDSPEC: {exc}") from None
     try:
-        string = hash_string(eid, mode, mask, ranges)
+        if mode == "lispers":
+            # lispers.net hashes the address as configured, host bits included
+            string = lispers_string(eid, _typed_address(args.eidspec))
+        else:
+            string = hash_string(eid, mode, mask, ranges)
         index = index_of_string(string, modulus, mode)
     except ValueError as exc:  # already checked above; kept so no traceback escapes
         raise UserError(str(exc)) from None

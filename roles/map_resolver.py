@@ -25,6 +25,7 @@ import time
 from bus import topics
 from bus.clone import CloneReader
 from common.machines.regtable import PrefixSet, RegistrationTable
+from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
 from roles.runtime import RoleContext, run_role
@@ -134,6 +135,11 @@ async def main(ctx: RoleContext) -> None:
     if pull is not None:
         v = pull.view
         resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
+    resolver.count, resolver.control_port = ctx.counters.inc, port
+    if cfg.roles.etr and cfg.database_mappings:
+        # this node's ETR answers for its own EIDs when the replica holds nothing for them
+        own = tuple(m.eid for m in cfg.database_mappings)
+        resolver.local_db = lambda eid: any(eid_contains(m, eid) for m in own)
 
     site_of, shard_of_site = site_lookup(cfg), functools.lru_cache(maxsize=4096)(shard_for(cfg))
 

@@ -13,7 +13,10 @@ Pure functions implementing the three frozen modes of DESIGN.md section 6:
     lispers.net's ``lisp_get_decent_index``: HMAC-SHA-256 keyed ``lisp-decent``
     over the unmasked string, first 6 bytes of the digest big-endian, mod
     modulus; multicast hashes the group alone, ``[<iid>]<group>/<gml>``.  A mask
-    is an error.
+    is an error.  The string is written as lispers.net writes it
+    (:func:`lispers_string`): IPv6 as ``inet_ntop`` does (an IPv4-mapped or
+    IPv4-compatible address ends in a dotted quad), and the address as given,
+    host bits included, when the caller has it.
 ``prefix``
     The EID is masked to ``mask`` bits (a shorter prefix keeps its own length),
     formatted, and hashed like ``rfc9962``; multicast hashes the masked group
@@ -32,7 +35,7 @@ from ipaddress import IPv4Address, IPv6Address
 from dataclasses import dataclass
 
 from common.wire.addr import Eid, Mac, address_bits, clear_host_bits
-from common.wire.eidtext import format_address, format_eid, format_group
+from common.wire.eidtext import format_address, format_eid
 
 MODES = ("rfc9962", "lispers", "prefix")
 ALIASES = {"draft": "rfc9962"}  # the name before RFC 9962 was published
@@ -138,7 +141,7 @@ def hash_string(eid: Eid, mode: str, mask: int | None, ranges=()) -> str:
         # the canonical text is ASCII, so bytes and characters coincide
         return s.encode("ascii")[:mask].decode("ascii")
     if mode == "lispers":
-        return format_group(eid) if eid.is_multicast else format_eid(eid)
+        return lispers_string(eid)
     # prefix
     if eid.is_multicast:
         glen = eid.group_len if mask is None else min(eid.group_len, mask)
@@ -148,6 +151,48 @@ def hash_string(eid: Eid, mode: str, mask: int | None, ranges=()) -> str:
         return format_eid(eid)
     length = min(eid.length, mask)
     return format_eid(Eid(eid.iid, clear_host_bits(eid.address, length), length))
+
+
+def lispers_ipv6(addr: IPv6Address) -> str:
+    """IPv6 text as lispers.net writes it (the C library's ``inet_ntop``).
+
+    RFC 5952 zero compression (the first longest run of two or more zero groups),
+    except that an address whose zero run starts the address and is six groups
+    long (IPv4-compatible, ``::a.b.c.d``) or five groups long followed by ``ffff``
+    (IPv4-mapped, ``::ffff:a.b.c.d``) ends in a dotted quad.
+    """
+    v = int(addr)
+    groups = [(v >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
+    start, run, i = -1, 1, 0
+    while i < 8:
+        if groups[i] == 0:
+            j = i
+            while j < 8 and groups[j] == 0:
+                j += 1
+            if j - i > run:
+                start, run = i, j - i
+            i = j
+        else:
+            i += 1
+    if start == 0 and (run == 6 or (run == 5 and groups[5] == 0xFFFF)):
+        return ("::ffff:" if run == 5 else "::") + str(IPv4Address(v & 0xFFFFFFFF))
+    return format_address(addr)
+
+
+def _lispers_address(addr: object) -> str:
+    return lispers_ipv6(addr) if isinstance(addr, IPv6Address) else format_address(addr)
+
+
+def lispers_string(eid: Eid, address: object = None) -> str:
+    """The string lispers.net hashes: ``[<iid>]<eid>/<ml>`` for unicast, the group
+    EID ``[<iid>]<group>/<gml>`` for multicast, addresses as lispers.net writes
+    them.  ``address``: the unicast address as received or configured, host bits
+    kept (lispers.net does not clear them); default the EID's own."""
+    if eid.is_multicast:
+        return f"[{eid.iid}]{_lispers_address(eid.group)}/{eid.group_len}"
+    if address is None or type(address) is not type(eid.address):
+        address = eid.address
+    return f"[{eid.iid}]{_lispers_address(address)}/{eid.length}"
 
 
 def index_of_string(s: str, modulus: int, mode: str = "rfc9962") -> int:
@@ -323,5 +368,5 @@ def _combine(choices: list[tuple[int, ...]], i: int, acc: int):
 
 
 __all__ = ["ALIASES", "MODES", "LookupRange", "apply_ranges", "canonical_mode", "decent_index",
-           "dns_name", "hash_string", "index_of_string", "mask_warnings", "matching_range",
-           "range_warnings"]
+           "dns_name", "hash_string", "index_of_string", "lispers_ipv6", "lispers_string",
+           "mask_warnings", "matching_range", "range_warnings"]

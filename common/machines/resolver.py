@@ -27,6 +27,7 @@ from common.wire.ecm import Ecm, set_ecm_flags
 from common.wire.errors import DecodeError
 from common.wire.messages import MapRequest, decode_message
 from common.wire.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record, locator_sort_key
+from common.machines.natinfo import info_reply
 from common.machines.regtable import PrefixSet, RegistrationTable, host_of, negative_prefix
 
 _W0_NONCE = struct.Struct("!IQ")
@@ -82,6 +83,12 @@ class RateLimiter:
 
 
 class Resolver:
+    # hooks the map_resolver role may set (issue 12, each self-contained):
+    local_db = None        # eid -> bool: inside this node's own database mappings, so its
+                           # ETR answers a request the replica holds nothing for, E bit or not
+    count = None           # name -> None: counts events that are neither a send nor a drop
+    control_port = 4342    # this node's Map-Server port, for Info-Replies
+
     def __init__(self, table: RegistrationTable, configured: PrefixSet, *, site_of=None, shard_for=None,
                  neg_ttl_non_eid: int = 15, neg_ttl_unregistered: int = 1, proxy_ttl: int = 1440,
                  rate: float = 1000.0, burst: float = 2000.0, serves=None, forward_to=None,
@@ -111,10 +118,14 @@ class Resolver:
             return [Drop(f"malformed.{_reason(exc.field)}", str(exc))]
         if not isinstance(msg, Ecm):
             kind = PUNT_TOPICS[data[0] >> 4]
+            if kind == "info":
+                return self._info(msg, src, local, now)
             if kind in ("map-register", "map-notify-ack"):
                 kind = f"{kind}.{self._shard(msg)}"
             return [Punt(kind, data, src)]
         inner = msg.inner
+        if msg.zero_checksum and msg.ip.src.version == 6 and self.count is not None:
+            self.count("inner-udp-zero-checksum")  # lispers.net; accepted (common.wire.ecm)
         if not isinstance(inner, MapRequest):
             return [Drop("ecm-inner-not-map-request", type(inner).__name__)]
         if inner.probe:
@@ -139,12 +150,24 @@ class Resolver:
             if not (self.ready(eid) if self.ready is not None else self.in_sync):
                 return [Drop("not-in-sync")]
         eid = usable[0]
+        if self.local_db is not None and self.local_db(eid) and self.table.lookup(eid) is None:
+            # our own EID that our Map-Server holds nothing for: answer as its ETR
+            # (OOR's Map-Server forwards to the ETR without the E bit)
+            return [Punt("ecm-etr", data, src)]
         if not msg.to_ms and self.serves is not None and not self.serves(eid):
             target = self.forward_to(eid, _version(local)) if self.forward_to else None
             if target is None:
                 return [Drop("no-serving-set", str(eid))]
             return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]
         return self._map_server(data, msg, inner, usable, local, len(eids) - len(usable))
+
+    def _info(self, msg, src: tuple, local: str, now: float) -> list:
+        """An Info-Request gets an Info-Reply (common.machines.natinfo); a reply is not ours."""
+        if msg.reply:
+            return [Drop("info-reply-unsolicited", src[0])]
+        if not self.limiter.allow(src[0], now):
+            return [Drop("rate-limited", src[0])]
+        return [Send(src[0], src[1], info_reply(msg, src, local, self.control_port), "info-reply")]
 
     # -- the Map-Server treatment ---------------------------------------------------
     def _map_server(self, data: bytes, ecm: Ecm, req: MapRequest, eids: list, local: str,

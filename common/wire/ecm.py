@@ -2,7 +2,13 @@
 
 A 4-byte LISP header (S, D, E, M flags) then an inner IPv4 or IPv6 header, an inner
 UDP header whose checksum is computed on encode and verified on decode, and the
-inner control message.  LISP-SEC authentication data (S=1, RFC 9303) is not
+inner control message.
+
+An inner UDP checksum of 0 is accepted and noted in :attr:`Ecm.zero_checksum`: over
+IPv4 RFC 768 defines 0 as "no checksum", and lispers.net sends every ECM that way,
+over IPv6 too (where RFC 8200 forbids it; the outer datagram carries its own
+checksum, so the receiver accepts it and counts it).  A non-zero checksum must be
+right.  LISP-SEC authentication data (S=1, RFC 9303) is not
 supported: such an ECM is a decode error, and the encoder never sets S.
 """
 
@@ -31,6 +37,7 @@ class Ecm:
     to_etr: bool = False     # E: forward to the ETR
     to_ms: bool = False      # M: destined to a Map-Server
     reserved: int = 0        # bits 8-31
+    zero_checksum: bool = False  # the inner UDP checksum is (decoded) / is sent as (encoded) 0
 
 
 def encode_ecm(m: Ecm) -> bytes:
@@ -38,7 +45,8 @@ def encode_ecm(m: Ecm) -> bytes:
     if isinstance(m.inner, Ecm):
         raise EncodeError("an ECM inside an ECM")
     w0 = (TYPE_ECM << 28) | (m.ddt << 26) | (m.to_etr << 25) | (m.to_ms << 24) | (m.reserved & 0xFFFFFF)
-    return struct.pack("!I", w0) + build_ip_udp(m.ip, encode_message(m.inner))
+    return struct.pack("!I", w0) + build_ip_udp(m.ip, encode_message(m.inner),
+                                                checksum=not m.zero_checksum)
 
 
 def decode_ecm(buf: bytes) -> Ecm:
@@ -48,7 +56,7 @@ def decode_ecm(buf: bytes) -> Ecm:
     w0 = struct.unpack_from("!I", buf, 0)[0]
     if w0 & ECM_S:
         raise DecodeError("ecm.security", 0, "LISP-SEC authentication data (S=1) is not supported")
-    ip, start, stop = parse_ip_udp(buf, 4, "inner")
+    ip, start, stop = parse_ip_udp(buf, 4, "inner", allow_zero_checksum=True)
     if stop != len(buf):
         raise DecodeError("inner.udp.length", stop, f"{len(buf) - stop} bytes after the inner datagram")
     if start < stop and buf[start] >> 4 == TYPE_ECM:
@@ -58,7 +66,8 @@ def decode_ecm(buf: bytes) -> Ecm:
     except DecodeError as exc:
         # offsets in errors count from the first byte of the outer message
         raise DecodeError(f"inner.{exc.field}", exc.offset + start, exc.reason) from None
-    return Ecm(inner, ip, bool(w0 & ECM_D), bool(w0 & ECM_E), bool(w0 & ECM_M), w0 & 0xFFFFFF)
+    zero = struct.unpack_from("!H", buf, start - 2)[0] == 0
+    return Ecm(inner, ip, bool(w0 & ECM_D), bool(w0 & ECM_E), bool(w0 & ECM_M), w0 & 0xFFFFFF, zero)
 
 
 def set_ecm_flags(data: bytes, *, to_etr: bool | None = None, to_ms: bool | None = None) -> bytes:

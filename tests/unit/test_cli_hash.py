@@ -167,3 +167,15 @@ def test_lookup_ranges_human_output(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["string", "[0]240.12.2.4/30"]
     assert "lookup ranges [0]240.11.0.0/16=24" in out
+
+
+def test_lispers_mode_keeps_typed_host_bits_and_mapped_tails(capsys):
+    for spec, string in (("10.1.1.5/24", "[0]10.1.1.5/24"), ("[7]10.1.1.5/24", "[7]10.1.1.5/24"),
+                         ("::ffff:10.0.0.1", "[0]::ffff:10.0.0.1/128"),
+                         ("::ffff:a00:1", "[0]::ffff:10.0.0.1/128"),
+                         ("224.1.1.1-2.2.2.2", "[0]224.1.1.1/32")):
+        got = run_json(capsys, spec, "--modulus", "255", "--mode", "lispers")
+        assert got == {"string": string, "index": lispers_index(string, 255)}
+    # the other modes clear host bits, as before
+    got = run_json(capsys, "10.1.1.5/24", "--modulus", "255")
+    assert got["string"] == "[0]10.1.1.0/24"

@@ -165,10 +165,24 @@ def test_ecm_inner_checksum_verified():
     with pytest.raises(DecodeError) as ei:
         decode_message(bytes(data))
     assert ei.value.field == "inner.udp.checksum"
+    # a zero checksum (lispers.net sends every ECM so) means "no checksum": accepted
+    # and noted, the inner message the same
     data = bytearray(encode_message(e))
     data[4 + 20 + 6:4 + 20 + 8] = b"\x00\x00"
-    with pytest.raises(DecodeError, match="zero"):
-        decode_message(bytes(data))
+    got = decode_message(bytes(data))
+    assert got.zero_checksum and got.inner == inner and got.ip == e.ip
+    assert encode_message(got) == bytes(data)  # encoded back with a zero checksum
+
+
+def test_ecm_zero_inner_checksum_ipv6():
+    inner = MapRequest(nonce=7, itr_rlocs=(V6("::1"),), records=(RequestRecord(V6("fd00::5"), 128),))
+    e = Ecm(inner, IpUdp(V6("::1"), V6("fd00::5"), 40001, 4342), zero_checksum=True)
+    data = encode_message(e)
+    assert data[4] >> 4 == 6 and data[4 + 40 + 6:4 + 40 + 8] == b"\x00\x00"
+    assert decode_message(data) == e
+    # with a checksum computed it is not zero, and decodes as such
+    data = encode_message(Ecm(inner, e.ip))
+    assert data[4 + 40 + 6:4 + 40 + 8] != b"\x00\x00" and not decode_message(data).zero_checksum
 
 
 def test_map_notify_ack_with_uncounted_records_lispers():

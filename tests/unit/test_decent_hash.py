@@ -487,3 +487,47 @@ def test_draft_warning_matches_brute_force_ipv4(value, length, data):
              for i in range(1 << (32 - length))]
     agree = all(h[:mask] == full[:mask] for h in hosts)
     assert (mask_warnings(prefix, "draft", mask) == []) == agree
+
+
+# ---------------------------------------------------------------------------
+# lispers mode writes EIDs as lispers.net does (socket.inet_ntop is the oracle)
+
+def test_lispers_ipv4_mapped_and_compatible_vectors():
+    from common.decent.hash import lispers_string
+    for spec, string in (("::ffff:10.0.0.1", "[0]::ffff:10.0.0.1/128"),
+                         ("[5]::10.0.0.1", "[5]::10.0.0.1/128"),
+                         ("::1", "[0]::1/128"), ("::", "[0]::/128"),
+                         ("::ffff:0:0/96", "[0]::ffff:0.0.0.0/96"),
+                         ("::1:0:0:1", "[0]::1:0:0:1/128"),
+                         ("2001:db8::a00:1", "[0]2001:db8::a00:1/128")):
+        eid = parse_eidspec(spec)
+        assert hash_string(eid, "lispers", None) == string
+        for m in MODULI:
+            assert decent_index(eid, m, "lispers") == lispers_index(string, m)
+    # the address as configured keeps its host bits (lispers.net does not clear them)
+    eid = parse_eidspec("10.1.1.5/24")
+    assert lispers_string(eid, IPv4Address("10.1.1.5")) == "[0]10.1.1.5/24"
+    assert lispers_string(eid) == "[0]10.1.1.0/24"
+    # multicast: the group EID alone
+    assert lispers_string(parse_eidspec("[2]ff0e::1-::ffff:1.2.3.4")) == "[2]ff0e::1/128"
+
+
+_word = st.one_of(st.sampled_from([0, 0, 0, 0xFFFF, 1]), st.integers(0, 0xFFFF))
+
+
+@settings(max_examples=500)
+@given(st.lists(_word, min_size=8, max_size=8))
+def test_lispers_ipv6_text_is_inet_ntop(words):
+    import socket
+    from common.decent.hash import lispers_ipv6
+    addr = IPv6Address(sum(w << (16 * (7 - i)) for i, w in enumerate(words)))
+    assert lispers_ipv6(addr) == socket.inet_ntop(socket.AF_INET6, addr.packed)
+
+
+def test_lispers_ipv6_text_is_inet_ntop_on_the_ipv4_forms():
+    import socket
+    from common.decent.hash import lispers_ipv6
+    for v4 in (0, 1, 0xFFFF, 0x10000, 0x0A000001, 0xFFFFFFFF):
+        for head in (0, 0xFFFF << 32, 1 << 32, 0xFFFE << 32, 1 << 48):
+            addr = IPv6Address(head | v4)
+            assert lispers_ipv6(addr) == socket.inet_ntop(socket.AF_INET6, addr.packed), hex(int(addr))
