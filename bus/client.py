@@ -31,6 +31,9 @@ Handler = Callable[[str, Header, Any], "Awaitable[None] | None"]
 PROBE = "bus-probe"
 
 
+DISPATCH_BURST = 32   # messages dispatched per loop turn at most
+
+
 class Subscription:
     """A registered handler; :meth:`cancel` removes it (and its ZeroMQ filter)."""
 
@@ -94,8 +97,14 @@ class BusClient:
         """Receive and dispatch until cancelled."""
         asub = AsyncSocket(self._sub)
         try:
+            n = 0
             while True:
                 await self._dispatch(await asub.recv_multipart())
+                n += 1
+                if n % DISPATCH_BURST == 0:
+                    # a flood of queued messages must not starve the role's other
+                    # tasks (its heartbeat first): yield to the loop every burst
+                    await asyncio.sleep(0)
         finally:
             asub.detach()
 

@@ -32,7 +32,7 @@ import heapq
 from dataclasses import dataclass, field, replace
 
 from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
-from common.wire.auth import seal, verify, verify_coverage
+from common.wire.auth import mac, seal, verify, verify_coverage
 from common.wire.eidtext import format_eid
 from common.wire.errors import DecodeError
 from common.wire.messages import decode_message
@@ -66,6 +66,7 @@ class RegisterResult:
     expiry: dict = field(default_factory=dict)    # key -> absolute expiry time
     unsolicited: list = field(default_factory=list)  # (address, port, nonce, bytes)
     error: str = ""
+    plan: tuple | None = None        # (cache key, refresh plan) for the fast path
 
     @property
     def nonce_key(self) -> str | None:   # the first (compatibility with single-key callers)
@@ -97,6 +98,7 @@ class MapServer:
         self._notify_nonce = notify_nonce & 0xFFFFFFFFFFFFFFFF
         self.pending: dict[int, list] = {}   # nonce -> [dst, port, data, attempt, next_at, site]
         self.stats: dict[str, dict] = {n: {"last_accepted": None, "refused": {}} for n in self.sites}
+        self._plans: dict[bytes, tuple] = {}   # refresh fast path (derived; see _refresh)
 
     # -- site lookup --------------------------------------------------------------
     def site_for(self, eid: Eid) -> tuple[SitePolicy | None, bool]:
@@ -109,11 +111,17 @@ class MapServer:
 
     # -- step 1: compute ----------------------------------------------------------
     def compute_register(self, data: bytes, src: tuple, now: float,
-                         remaining: float | None = None) -> RegisterResult:
+                         remaining: float | None = None, coverage: str | None = None) -> RegisterResult:
         """The complete result of one Map-Register; changes no state.
 
         ``remaining``: seconds the registration has left (a push-mode snapshot entry
-        keeps the lifetime it had at the member that served it)."""
+        keeps the lifetime it had at the member that served it).  ``coverage``: the
+        MAC coverage the edge gate verified (:mod:`common.machines.regedge`); None
+        verifies here."""
+        if coverage is not None and remaining is None:
+            fast = self._refresh(data, src, now, coverage)
+            if fast is not None:
+                return fast
         try:
             msg = decode_message(data)
         except DecodeError as exc:
@@ -123,7 +131,8 @@ class MapServer:
         if not msg.records:
             return RegisterResult(False, "no-records")
         eids = [r.prefix for r in msg.records]
-        site = next((s for s in map(self.site_table.site_of, eids) if s is not None), None)
+        # the signing site is the first record's (as the edge gate decides it)
+        site = self.site_table.site_of(eids[0])
         if site is None:
             return RegisterResult(False, "no-site", refused=[(e, "no-site") for e in eids])
         if site.name not in self.sites:
@@ -131,9 +140,10 @@ class MapServer:
         key = site.key(msg.key_id)
         if key is None or key.alg_id != msg.alg_id:
             return RegisterResult(False, "auth-key-mismatch", site=site.name)
-        coverage = verify_coverage(data, key.secret, allow_none=(key.alg_id == 0))
         if coverage is None:
-            return RegisterResult(False, "auth-failure", site=site.name)
+            coverage = verify_coverage(data, key.secret, allow_none=(key.alg_id == 0))
+            if coverage is None:
+                return RegisterResult(False, "auth-failure", site=site.name)
         res = RegisterResult(True, site=site.name, nonce=msg.nonce, registrant=str(src[0]))
         # the xTR-ID identifies the registrant only when the MAC vouches for it
         xtr = msg.xtr_id if (msg.xtr_id and coverage == "all") else None
@@ -162,11 +172,49 @@ class MapServer:
         for k in keys:
             last = self.nonces.get(k)
             res.nonces[k] = msg.nonce if site.nonce_policy != "warn" or last is None else max(last, msg.nonce)
+        template = None
         if msg.want_map_notify:
             # the acknowledgement lists exactly what was registered (RFC 9301 5.7)
             notify = MapNotify(msg.nonce, tuple(accepted), msg.key_id, msg.alg_id, b"",
                                xtr_id=msg.xtr_id, site_id=msg.site_id)
             res.notify = seal(notify, key.secret)
+            res.notify_to = src
+            template = res.notify
+        if (not res.changes and not res.refused and not res.warnings and remaining is None
+                and self.accept_index is None):
+            # a pure refresh: the next one with the same records takes the fast path
+            entries = tuple((k, self.table.get(k)) for k in res.expiry)
+            if all(e is not None for _, e in entries):
+                lives = tuple(at - now for at in res.expiry.values())
+                res.plan = (_refresh_key(data, coverage), (site.name, tuple(keys), entries, lives, template,
+                                                           key.secret, key.alg_id))
+        return res
+
+    def _refresh(self, data: bytes, src: tuple, now: float, coverage: str) -> RegisterResult | None:
+        """The fast path for a refresh that changes nothing: the same records, flags
+        and key as a Map-Register accepted before, whose entries are still the ones it
+        made, from the same registrant.  Only the nonce, the expiry and the
+        Map-Notify's nonce and MAC change.  None: take the full path."""
+        plan = self._plans.get(_refresh_key(data, coverage))
+        if plan is None:
+            return None
+        site_name, keys, entries, lives, template, secret, alg = plan
+        registrant = str(src[0])
+        for k, e in entries:
+            if self.table.get(k) is not e or e.registrant != registrant:
+                return None
+        nonce = int.from_bytes(data[4:12], "big")
+        site = self.sites[site_name]
+        if site.nonce_policy != "off":
+            for k in keys:
+                last = self.nonces.get(k)
+                if last is not None and nonce <= last:
+                    return None      # the full path refuses or warns, with its reasons
+        res = RegisterResult(True, site=site_name, nonce=nonce, registrant=registrant)
+        res.nonces = dict.fromkeys(keys, nonce)
+        res.expiry = {k: now + life for (k, _e), life in zip(entries, lives)}
+        if template is not None:
+            res.notify = reseal(template, nonce, secret, alg)
             res.notify_to = src
         return res
 
@@ -261,8 +309,15 @@ class MapServer:
                 res.unsolicited.append((e.registrant, 4342, nonce, seal(msg, key.secret)))
 
     # -- step 3: apply --------------------------------------------------------------
-    def apply(self, res: RegisterResult, now: float) -> None:
-        """Make memory follow a committed result."""
+    def apply(self, res: RegisterResult, now: float, undo: list | None = None) -> None:
+        """Make memory follow a result (committed, or about to be in a batch: then
+        ``undo`` collects what :meth:`rollback` needs if the commit fails)."""
+        if undo is not None:
+            touched = {item[1].key if item[0] == "set" else item[1] for item in res.entries} | set(res.expiry)
+            undo.append(("state", [(k, self.table.get(k), self.raw.get(k), self.expiry.get(k),
+                                    self.wants_notify.get(k)) for k in touched],
+                          [(k, self.nonces.get(k)) for k in res.nonces],
+                          [n for _d, _p, n, _x in res.unsolicited], self._notify_nonce))
         for item in res.entries:
             if item[0] == "set":
                 _, e, raw, wants = item
@@ -278,10 +333,38 @@ class MapServer:
             self.pending[nonce] = [dst, port, data, 0, now + NOTIFY_RETRIES[0], res.site]
         if res.unsolicited:
             self._notify_nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
+        if res.plan is not None:
+            if len(self._plans) >= max(1024, 2 * len(self.table)):
+                self._plans.clear()
+            self._plans[res.plan[0]] = res.plan[1]
         st = self.stats.get(res.site)
         if st is not None:
             st["last_accepted"] = {"at": now, "from": res.registrant}
         self.note_refusals(res)
+
+    def rollback(self, undo: list) -> None:
+        """Undo :meth:`apply` calls (newest first) after a failed group commit."""
+        for _tag, keys, nonces, pending, notify_nonce in reversed(undo):
+            for k, entry, raw, at, wants in keys:
+                if entry is None:
+                    self._forget(k)
+                else:
+                    self.table.put(entry)
+                    self.raw[k] = raw
+                    self.wants_notify[k] = wants
+                    if at is None:
+                        self.expiry.pop(k, None)
+                    else:
+                        # its heap entry is still there (nothing popped since apply)
+                        self.expiry[k] = at
+            for k, n in nonces:
+                if n is None:
+                    self.nonces.pop(k, None)
+                else:
+                    self.nonces[k] = n
+            for n in pending:
+                self.pending.pop(n, None)
+            self._notify_nonce = notify_nonce
 
     def note_refusals(self, res: RegisterResult) -> None:
         st = self.stats.get(res.site)
@@ -314,6 +397,45 @@ class MapServer:
             for dst, port, _nonce, d in res.unsolicited:
                 send(dst, port, d)
         return res
+
+    def handle_batch(self, items, now: float, *, commit, send=None, publish=None) -> list:
+        """Many Map-Registers, one commit (group commit).  ``items``: (data, src,
+        coverage or None, remaining or None).  Each is computed against the state the
+        earlier ones left (applied to memory at once, with an undo record); then one
+        ``commit(changes, nonces)``; if it raises, every applied result is rolled back
+        and none is acknowledged.  Then the deltas are published and the
+        Map-Notifies sent, in order.  Returns the results."""
+        results, undo, accepted = [], [], []
+        for data, src, coverage, remaining in items:
+            res = self.compute_register(data, src, now, remaining, coverage)
+            results.append(res)
+            if not res.accepted:
+                self.note_refusals(res)
+                continue
+            self.apply(res, now, undo)
+            accepted.append(res)
+        if not accepted:
+            return results
+        changes = [c for r in accepted for c in r.changes]
+        nonces: dict = {}
+        for r in accepted:
+            nonces.update(r.nonces)
+        try:
+            commit(changes, nonces)
+        except Exception as exc:  # the store failed: memory goes back to what is durable
+            self.rollback(undo)
+            err = repr(exc)
+            return [RegisterResult(False, "commit-failed", site=r.site, error=err) if r.accepted else r
+                    for r in results]
+        if publish is not None and changes:
+            publish(changes)
+        if send is not None:
+            for r in accepted:
+                if r.notify is not None:
+                    send(r.notify_to[0], r.notify_to[1], r.notify)
+                for dst, port, _nonce, d in r.unsolicited:
+                    send(dst, port, d)
+        return results
 
     # -- unsolicited Map-Notify: acks and retransmission ------------------------------
     def handle_notify_ack(self, data: bytes) -> str:
@@ -371,10 +493,11 @@ class MapServer:
     def expire(self, now: float, commit=None) -> list:
         """Delete every lapsed registration, committed first when ``commit`` is given;
         if it raises, nothing is deleted and the next call retries."""
-        lapsed = []
+        lapsed, seen = [], set()
         while self._heap and self._heap[0][0] <= now:
             at, key = heapq.heappop(self._heap)
-            if self.expiry.get(key) == at:
+            if self.expiry.get(key) == at and key not in seen:   # a key may sit twice in the heap
+                seen.add(key)
                 lapsed.append((at, key))
         changes = [("delete", key) for _, key in lapsed]
         if changes and commit is not None:
@@ -416,3 +539,22 @@ class MapServer:
 def site_covering(sites, eid: Eid) -> SitePolicy | None:
     """The site with the most specific configured prefix covering ``eid``."""
     return SiteTable(sites).site_of(eid)
+
+
+def _refresh_key(data: bytes, coverage: str) -> bytes:
+    """What a refresh must repeat to take the fast path: word 0 (flags, record
+    count), key and algorithm IDs, and everything after the authentication data."""
+    auth_len = int.from_bytes(data[14:16], "big")
+    return coverage.encode() + data[0:4] + data[12:14] + data[16 + auth_len:]
+
+
+def reseal(template: bytes, nonce: int, secret: bytes, alg: int) -> bytes:
+    """A sealed Map-Notify with another nonce: the template's bytes, the nonce
+    replaced, the MAC recomputed over the whole message (as :func:`seal` does)."""
+    auth_len = int.from_bytes(template[14:16], "big")
+    buf = bytearray(template)
+    buf[4:12] = nonce.to_bytes(8, "big")
+    buf[16:16 + auth_len] = bytes(auth_len)
+    if auth_len:
+        buf[16:16 + auth_len] = mac(alg, secret, bytes(buf))[:auth_len]
+    return bytes(buf)

@@ -24,8 +24,12 @@ SEND_LEN = {ALG_NONE: 0, ALG_HMAC_SHA1_96: 20, ALG_HMAC_SHA256_128: 32}
 ACCEPT_LEN = {ALG_NONE: (0,), ALG_HMAC_SHA1_96: (12, 20), ALG_HMAC_SHA256_128: (16, 32)}
 
 
-def _mac(alg: int, key: bytes, data: bytes) -> bytes:
+def mac(alg: int, key: bytes, data: bytes) -> bytes:
+    """The full HMAC of ``data`` under algorithm ``alg``."""
     return hmac.new(key, data, _DIGEST[alg]).digest()
+
+
+_mac = mac
 
 
 def seal(msg, key: bytes) -> bytes:
