@@ -12,7 +12,7 @@ def pytest_report_header(config):
     if not path:
         return "tshark: not found (conformance tests skip, or fail under CI)"
     try:
-        return f"tshark: {path} ({oracle.tshark_version()}); oracle: {oracle.oracle_path()}"
+        return f"tshark: {path} ({oracle.tshark_version()})"
     except BaseException as exc:  # never break collection over a header line
         return f"tshark: {path} (version unknown: {exc})"
 

@@ -1,106 +1,116 @@
-"""Thin wrapper around the shared Wireshark oracle (``lisp_oracle.py``).
+"""Wireshark as an independent oracle for our encodings: the tests' entry point.
 
-The oracle lives outside the repository, at ``<repo>/../shared/oracle/lisp_oracle.py``;
-``$LISP_ORACLE`` may point elsewhere.  tshark start-up dominates the cost of a
-decode, so :func:`decode_batch` puts a whole batch of payloads into one capture and
-runs the oracle (one tshark PDML pass plus its Info-column pass) once.  IPv4 and
-IPv6 outer headers can be mixed within that one capture.  Nothing is cached here:
-every call writes a fresh capture and runs tshark again.
+:func:`decode_batch` wraps every payload in its own synthetic packet (``capture``),
+writes ONE capture and has tshark dissect it once (``tshark``): tshark's start-up
+dominates the cost, so a whole batch shares it.  IPv4 and IPv6 outer headers can be
+mixed in one batch.  Nothing is cached between calls but the field-type table.
 
-Availability: without tshark (or without the oracle script) the conformance tests
-are skipped on a developer machine, but fail when ``$CI`` is set, because CI must
-run them.
+With a pre-shared key, Map-Register / Map-Notify HMACs are checked here, at the
+position where Wireshark found the authentication data (``_auth``), so the check
+does not rely on our own codec's idea of where the MAC is.
+
+Availability: without tshark the conformance tests skip on a developer machine,
+with the reason, but fail when $CI is set, because CI must run them.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import hmac
 import os
-import shutil
-import sys
 import tempfile
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ORACLE = REPO.parent / "shared" / "oracle" / "lisp_oracle.py"
+from tests.conformance import capture, tshark
 
-
-def oracle_path() -> Path:
-    env = os.environ.get("LISP_ORACLE")
-    return Path(env).expanduser() if env else DEFAULT_ORACLE
+MAC_DIGESTS = {1: hashlib.sha1, 2: hashlib.sha256}     # RFC 9301 Algorithm IDs
 
 
 def tshark_path() -> str | None:
-    return os.environ.get("TSHARK") or shutil.which("tshark")
+    return tshark.find()
 
 
 def _unavailable(reason: str) -> None:
     """Skip locally; fail under CI, where tshark is installed on purpose."""
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"conformance tests cannot run under CI: {reason}", pytrace=False)
     pytest.skip(reason)
 
 
-def load() -> ModuleType:
-    """Import lisp_oracle from its file (once per interpreter, like any import)."""
-    path = oracle_path()
-    mod = sys.modules.get("lisp_oracle")
-    if mod is not None and Path(getattr(mod, "__file__", "")).resolve() == path.resolve():
-        return mod
-    if not path.is_file():
-        _unavailable(f"Wireshark oracle not found at {path} (set LISP_ORACLE)")
-    spec = importlib.util.spec_from_file_location("lisp_oracle", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lisp_oracle"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def require() -> ModuleType:
-    """The oracle module, after checking that tshark can be run."""
-    mod = load()
-    ts = tshark_path()
-    if not ts or not (os.path.isfile(ts) and os.access(ts, os.X_OK)):
-        _unavailable("tshark not found (apt-get install tshark, or set $TSHARK)")
-    return mod
+def require() -> str:
+    """The tshark binary, after checking it can be run (else skip / fail under CI)."""
+    path = tshark.find()
+    if path is None:
+        where = os.environ.get("TSHARK")
+        _unavailable(f"tshark not runnable at $TSHARK={where}" if where else
+                     "tshark not found on PATH (apt-get install tshark, or set $TSHARK)")
+    return path
 
 
 def tshark_version() -> str:
-    return require().tshark_version(tshark_path())
+    return tshark.version(require())
+
+
+def field_types() -> dict[str, str]:
+    """Wireshark field name -> FT_* type (from ``tshark -G fields``)."""
+    return tshark.field_types(require())
+
+
+def _first(v):
+    return v[0] if isinstance(v, list) else v
+
+
+def check_mac(res: dict, payload: bytes, base: int, psk: bytes) -> str:
+    """HMAC of a Map-Register (3) / Map-Notify (4), at Wireshark's ``lisp.auth`` position.
+
+    "ok": the MAC covers the whole message (auth field zeroed), as we send it;
+    "ok without trailer": it verifies only without the 24-byte xTR-ID/Site-ID trailer;
+    "mismatch ...": neither; "n/a": not an authenticated message."""
+    if _first(res.get("lisp.type")) not in (3, 4) or "lisp.auth" not in res["_positions"]:
+        return "n/a"
+    pos, size = res["_positions"]["lisp.auth"][0]
+    start = pos - base
+    alg = _first(res.get("lisp.keyid", 0)) & 0xFF      # Wireshark shows KeyID*256+AlgID
+    digest = MAC_DIGESTS.get(alg)
+    if digest is None:
+        return f"mismatch (unknown algorithm {alg})"
+    if size == 0 or start < 0 or start + size > len(payload):
+        return f"mismatch (authentication data at {start}+{size})"
+    got = payload[start:start + size]
+    blank = payload[:start] + bytes(size) + payload[start + size:]
+    if hmac.compare_digest(got, hmac.new(psk, blank, digest).digest()[:size]):
+        return "ok"
+    if len(blank) > 24 and hmac.compare_digest(got, hmac.new(psk, blank[:-24], digest).digest()[:size]):
+        return "ok without trailer"
+    return "mismatch"
 
 
 def decode_batch(payloads: list[bytes], kind: str | list[str] = "control",
                  ipv6: bool | list[bool] = False, psk: bytes | None = None) -> list[dict]:
-    """Decode every payload with ONE tshark run; one result dict per payload, in order.
+    """Dissect every payload with ONE tshark run; one result dict per payload, in order.
 
     ``kind`` is "control" (UDP 4342) or "data" (UDP 4341), for all payloads or per
     payload; ``ipv6`` picks the outer header family likewise.  With ``psk`` the
-    oracle also checks Map-Register/Map-Notify HMACs (result key "_auth")."""
-    lo = require()
+    result also holds "_auth" (see :func:`check_mac`)."""
+    binary = require()
     n = len(payloads)
     kinds = kind if isinstance(kind, list) else [kind] * n
     fams = ipv6 if isinstance(ipv6, list) else [ipv6] * n
     if not (len(kinds) == len(fams) == n):
         raise ValueError("kind/ipv6 lists must have one entry per payload")
-    frames, bases = [], []
+    packets, bases = [], []
     for payload, k, v6 in zip(payloads, kinds, fams):
-        sport, dport = lo.default_ports(payload, k)
-        frame = (lo.ipv6_udp if v6 else lo.ipv4_udp)(bytes(payload), sport, dport)
-        frames.append(frame)
-        bases.append(len(frame) - len(payload))
-    with tempfile.TemporaryDirectory(prefix="lisp_conformance_") as tmp:
+        pkt = capture.udp_packet(bytes(payload), *capture.ports(payload, k), ipv6=v6)
+        packets.append(pkt)
+        bases.append(len(pkt) - len(payload))
+    with tempfile.TemporaryDirectory(prefix="lisp-conformance-") as tmp:
         path = os.path.join(tmp, "batch.pcap")
-        lo.write_pcap(path, frames)
-        results = lo.decode_pcap(path, tshark=tshark_path(), psk=psk, _bases=bases)
+        capture.write_pcap(path, packets)
+        results = tshark.dissect(binary, path)
     if len(results) != n:
         raise AssertionError(f"tshark returned {len(results)} packets for {n} frames")
+    if psk is not None:
+        for res, payload, base in zip(results, payloads, bases):
+            res["_auth"] = check_mac(res, bytes(payload), base, psk)
     return results
-
-
-def field_types() -> dict[str, str]:
-    """Wireshark field name -> FT_* type (from ``tshark -G fields``)."""
-    lo = require()
-    return lo.field_types(lo.find_tshark(tshark_path()))
