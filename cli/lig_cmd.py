@@ -1,6 +1,7 @@
 """`decent lig`: ask the mapping system for an EID, like lig(8).
 
     decent lig EIDSPEC [-c CONFIG] [--mr ADDR[:PORT]] [--count N] [--timeout S] [--json]
+               [--strict]
 
 Sends an ECM Map-Request from its own UDP socket, bound to the node's first RLOC
 (of the Map-Resolver's family) on an ephemeral port, to ``--mr`` (default: the
@@ -13,11 +14,14 @@ whose nonce matches any attempt's ends it.
 
     {"eid", "ttl" (minutes), "authoritative", "negative", "action",
      "rlocs": [{"address", "priority", "weight"}], "records": [same shape per record],
-     "rtt_ms"}
+     "rtt_ms", "outside": [record prefixes that do not hold the EID]}
 
 the top-level fields from the record that best matches the EID (the longest
-record prefix containing it).  Exit 0 on a reply, 1 when none came (one line on
-stderr), 2 on bad usage.
+record prefix containing it).  A record whose prefix neither holds the requested
+EID nor lies inside a record that does (a more-specific) is a broken answer (OOR
+has sent 11.8.0.0/13 for 10.9.9.9): it is listed in ``outside`` and flagged with a
+warning line on stderr.  Exit 0 on a reply, 1 when none came (one line on
+stderr), 2 on bad usage, 3 with ``--strict`` when a record is outside.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import re
 import secrets
 import socket
+import sys
 import time
 from ipaddress import IPv4Address, ip_address
 
@@ -60,6 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--count", metavar="N", default="3", help="attempts (default 3)")
     p.add_argument("--timeout", metavar="S", default="2", help="seconds per attempt (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 3 when a record's prefix does not hold the EID")
     p.set_defaults(func=run)
 
 
@@ -120,13 +127,35 @@ def best_record(records, eid: Eid):
     return best
 
 
+def outside_records(records, eid: Eid) -> list:
+    """Records whose prefix neither holds ``eid`` nor lies inside a record that does
+    (a Map-Server may add the more-specifics of its match); unreadable prefixes count."""
+    holding, out = [], []
+    for rec in records:
+        try:
+            if eid_contains(rec.prefix, eid):
+                holding.append(rec.prefix)
+        except Exception:
+            pass
+    for rec in records:
+        try:
+            pfx = rec.prefix
+        except Exception:
+            out.append(rec)
+            continue
+        if not any(eid_contains(h, pfx) for h in holding):
+            out.append(rec)
+    return out
+
+
 def result_json(reply: MapReply, eid: Eid, rtt_ms: float) -> dict:
     """The ``--json`` object for a reply to a request for ``eid``."""
     best = best_record(reply.records, eid)
     top = record_view(best) if best is not None else {
         "eid": format_eid(eid), "ttl": 0, "authoritative": False, "negative": True,
         "action": ACTION_NAMES[0], "rlocs": []}
-    return {**top, "records": [record_view(r) for r in reply.records], "rtt_ms": round(rtt_ms, 3)}
+    return {**top, "records": [record_view(r) for r in reply.records], "rtt_ms": round(rtt_ms, 3),
+            "outside": [eid_text(r.eid, r.mask_len) for r in outside_records(reply.records, eid)]}
 
 
 def text_view(out: dict, reply: MapReply, src: tuple, eid: Eid) -> str:
@@ -137,6 +166,8 @@ def text_view(out: dict, reply: MapReply, src: tuple, eid: Eid) -> str:
         head = f"  {r['eid']}, record-ttl {r['ttl']}, {'auth' if r['authoritative'] else 'not-auth'}"
         if r["negative"]:
             head += f", negative, action {r['action']}"
+        if r["eid"] in out.get("outside", ()):
+            head += "  ! does not hold the requested EID"
         lines.append(head)
         for loc in rec.locators:
             fl = "".join(c for c, on in (("L", loc.local), ("p", loc.probed), ("R", loc.reachable)) if on)
@@ -203,8 +234,11 @@ def run(args: argparse.Namespace) -> int:
             if got is not None:
                 reply, src, rtt_ms = got
                 out = result_json(reply, eid, rtt_ms)
-                print(json.dumps(out) if args.json else text_view(out, reply, src, eid))
-                return 0
+                print(json.dumps(out) if args.json else text_view(out, reply, src, eid), flush=True)
+                for prefix in out["outside"]:
+                    print(f"decent: warning: {_hostport(src)} answered {format_eid(eid)} with a "
+                          f"record for {prefix}, which does not hold it", file=sys.stderr)
+                return 3 if out["outside"] and args.strict else 0
     raise UserError(f"no map-reply from {_hostport(mr)} for {format_eid(eid)} "
                     f"after {count} attempt(s) of {timeout:g} s", 1)
 

@@ -1,5 +1,9 @@
 """`decent show registrations|sites|map-cache` and `decent counters`.
 
+``show sites`` prints per site its registrations, the last accepted Map-Register
+(how long ago, from where, which xTR-ID) and the Map-Registers refused, by reason,
+so a peer refused as a replay (lispers.net, OOR) is visible at once.
+
 Answers come from the running roles over the node's bus (cli.busquery): the
 map_server shards for registrations and sites, the ITR for its map-cache, every
 process's heartbeat for counters.
@@ -38,6 +42,44 @@ def _ms_answers(cfg) -> list:
     if len(answers) < n:
         raise UserError(f"only {len(answers)} of {n} map_server shards answered", 1)
     return sorted(answers, key=lambda a: a["shard"])
+
+
+def _ago(seconds) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "?"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h"
+
+
+def site_text(s: dict) -> list[str]:
+    """The lines of one site of ``ms.answered``.  ``registrations``, ``last_accepted``
+    ({ago, from, xtr_id} or null) and ``refused`` ({reason: count}) are read
+    tolerantly: a field the Map-Server does not send shows as ``-``."""
+    lines = [f"site {s.get('name', '?')} (shard {s.get('shard', '?')}, "
+             f"nonce policy {s.get('nonce_policy', '?')})"]
+    regs = s.get("registrations")
+    regs = str(regs) if isinstance(regs, int) and not isinstance(regs, bool) else "-"
+    last = s.get("last_accepted")
+    if isinstance(last, dict):
+        xtr = last.get("xtr_id")
+        last = (f"{_ago(last.get('ago'))} ago from {last.get('from', '?')}"
+                + (f" (xTR-ID {xtr})" if xtr else ""))
+    else:
+        last = "-"
+    refused = s.get("refused")
+    if isinstance(refused, dict) and refused:
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(refused.items(), key=lambda kv: (-kv[1]
+                            if isinstance(kv[1], int) else 0, str(kv[0]))))
+    else:
+        refused = "-"
+    lines.append(f"  registrations {regs}; last accepted {last}; refused {refused}")
+    for p, more in s.get("prefixes", ()):
+        lines.append(f"  {p}{'  accept-more-specifics' if more else ''}")
+    return lines
 
 
 def run_show(args) -> int:
@@ -85,9 +127,7 @@ def run_show(args) -> int:
             print(json.dumps(sites))
         else:
             for s in sites:
-                print(f"site {s['name']} (shard {s['shard']}, nonce policy {s['nonce_policy']})")
-                for p, more in s["prefixes"]:
-                    print(f"  {p}{'  accept-more-specifics' if more else ''}")
+                print("\n".join(site_text(s)))
         return 0
     regs = []
     for a in answers:

@@ -94,7 +94,8 @@ def test_positive_reply_json(capsys, config):
     assert rc == 0 and err == ""
     d = json.loads(out)
     assert set(d) == {"eid", "ttl", "authoritative", "negative", "action", "rlocs", "records",
-                      "rtt_ms"}
+                      "rtt_ms", "outside"}
+    assert d["outside"] == []
     assert d["eid"] == "[0]10.1.1.0/24" and d["ttl"] == 1440 and d["authoritative"] is True
     assert d["negative"] is False and d["action"] == "no-action"
     assert d["rlocs"] == [{"address": "192.0.2.1", "priority": 1, "weight": 100},
@@ -121,6 +122,28 @@ def test_negative_reply_json(capsys, config, action, name):
     assert (d["eid"], d["ttl"], d["negative"], d["action"], d["rlocs"]) == \
         ("[0]10.0.0.0/8", 15, True, name, [])
     assert d["authoritative"] is False and len(d["records"]) == 1
+
+
+def test_record_outside_the_eid_is_flagged(capsys, config):
+    # OOR once answered 10.9.9.9 with a negative record for 11.8.0.0/13
+    with Responder([rec("11.8.0.0/13", ttl=15, rlocs=(), auth=False)]) as r:
+        rc, out, err = lig(capsys, "10.9.9.9", "-c", config, "--mr", f"127.0.0.1:{r.port}", "--json")
+        assert rc == 0
+        assert json.loads(out)["outside"] == ["[0]11.8.0.0/13"]
+        assert err.count("\n") == 1 and "warning" in err and "[0]11.8.0.0/13" in err
+        assert "does not hold it" in err
+        rc, out, err = lig(capsys, "10.9.9.9", "-c", config, "--mr", f"127.0.0.1:{r.port}", "--strict")
+        assert rc == 3 and "! does not hold the requested EID" in out and "[0]11.8.0.0/13" in err
+    # a more-specific inside the record that holds the EID is a normal answer
+    with Responder([rec("10.1.0.0/16"), rec("10.1.5.0/24")]) as r:
+        rc, out, err = lig(capsys, "10.1.2.3", "-c", config, "--mr", f"127.0.0.1:{r.port}",
+                           "--json", "--strict")
+    assert rc == 0 and err == "" and json.loads(out)["outside"] == []
+    # a sibling that is not inside it is not
+    with Responder([rec("10.1.2.0/24"), rec("10.1.5.0/24")]) as r:
+        rc, out, err = lig(capsys, "10.1.2.3", "-c", config, "--mr", f"127.0.0.1:{r.port}",
+                           "--json", "--strict")
+    assert rc == 3 and json.loads(out)["outside"] == ["[0]10.1.5.0/24"]
 
 
 def test_text_output(capsys, config):
