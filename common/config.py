@@ -240,6 +240,8 @@ class PullSection:
     resolve_max: float
     query_timeout: float
     lookup_ranges: tuple[LookupRange, ...] = ()  # RFC 9962 section 5.2 (rfc9962 mode only)
+    type_failure_rounds: int = 3   # rounds one of A/AAAA may fail while the other answers
+    max_records_per_name: int = 32  # addresses taken from one name's answer
 
 
 @dataclass(frozen=True)
@@ -694,7 +696,8 @@ def _itr(data: Any, node: NodeSection) -> ItrSection:
 
 
 _PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
-              "resolve_max", "query_timeout", "lookup_ranges")
+              "resolve_max", "query_timeout", "lookup_ranges", "type_failure_rounds",
+              "max_records_per_name")
 _PUSH_KEYS = ("group", "iid", "seed_rlocs", "seed_group", "core_seed", "snapshot_on_join",
               "membership_interval", "curve_secret", "snapshot_port")
 _Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
@@ -747,7 +750,9 @@ def _pull(t: _Table) -> PullSection:
         raise ConfigError(t.at("resolve_min"), f"{rmin:g} is longer than decent.resolve_max "
                                                f"({rmax:g})")
     return PullSection(modulus, suffix.rstrip("."), hash_mode, mask, ns, rmin, rmax,
-                       t.get("query_timeout", _seconds, 2.0), _lookup_ranges(t, hash_mode))
+                       t.get("query_timeout", _seconds, 2.0), _lookup_ranges(t, hash_mode),
+                       t.get("type_failure_rounds", _int(1, 100), 3),
+                       t.get("max_records_per_name", _int(1, 1024), 32))
 
 
 def _lookup_ranges(t: _Table, hash_mode: str) -> tuple[LookupRange, ...]:

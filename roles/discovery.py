@@ -5,7 +5,9 @@ index ``i`` in ``0 .. decent.modulus-1``, A and AAAA concurrently, with dnspytho
 asyncio resolver against ``decent.name_servers`` (the system resolver when none
 are configured), each query bounded by ``decent.query_timeout``; the machine says
 when each name is asked again (TTL within ``resolve_min``/``resolve_max``, backoff
-on failure).
+on failure), when a record type that keeps failing while the other answers is
+given up on (``decent.type_failure_rounds``), and caps each answer at
+``decent.max_records_per_name`` addresses.
 
 Publishes:
 
@@ -39,7 +41,7 @@ import dns.resolver
 from bus import topics
 from bus.clone import CloneWriter
 from common.decent import seeds
-from common.decent.seeds import Lookup, LogLine, SeedTable, SetChanged
+from common.decent.seeds import Counted, Lookup, LogLine, SeedTable, SetChanged
 from roles.runtime import RoleContext, run_role
 
 MAX_CONCURRENT = 64  # names resolved at once (each is an A and an AAAA query)
@@ -113,7 +115,9 @@ async def main(ctx: RoleContext) -> None:
     where = (", ".join(f"{ep.address}#{ep.port}" for ep in pull.name_servers)
              or "the system resolver")
     table = SeedTable(pull.modulus, pull.suffix, resolve_min=pull.resolve_min,
-                      resolve_max=pull.resolve_max, now=time.monotonic())
+                      resolve_max=pull.resolve_max, now=time.monotonic(),
+                      type_failure_rounds=pull.type_failure_rounds,
+                      max_records=pull.max_records_per_name)
     ctx.log.info("resolving 0..%d.%s (A and AAAA) via %s; re-resolve within [%g, %g] s, "
                  "query timeout %g s", pull.modulus - 1, pull.suffix, where, pull.resolve_min,
                  pull.resolve_max, pull.query_timeout)
@@ -131,6 +135,8 @@ async def main(ctx: RoleContext) -> None:
         for ev in events:
             if isinstance(ev, LogLine):
                 (ctx.log.warning if ev.level == "warning" else ctx.log.info)("%s", ev.message)
+            elif isinstance(ev, Counted):
+                ctx.counters.inc(ev.counter)
             elif isinstance(ev, SetChanged):
                 ctx.counters.inc("sets.changed")
                 ctx.bus.publish(topics.DISCOVERY_SETS, seeds.CHANGED,
@@ -144,13 +150,15 @@ async def main(ctx: RoleContext) -> None:
     async def resolve(index: int) -> None:
         name = table.name(index)
         ctx.counters.inc("resolve.sent")
-        outcomes = await asyncio.gather(lookup(res, name, "A", pull.query_timeout),
-                                        lookup(res, name, "AAAA", pull.query_timeout))
-        result = seeds.combine(outcomes)
+        a, aaaa = await asyncio.gather(lookup(res, name, "A", pull.query_timeout),
+                                       lookup(res, name, "AAAA", pull.query_timeout))
+        result = seeds.combine((a, aaaa))
         ctx.counters.inc(f"resolve.{result.kind}")
         if result.kind == "failure":
             ctx.log.debug("%s: %s", name, result.reason)
-        handle(index, table.on_lookup(index, result, time.monotonic()))
+        # per record type: a type failing for good while the other answers is
+        # accepted after decent.type_failure_rounds rounds (common.decent.seeds)
+        handle(index, table.on_lookups(index, {"A": a, "AAAA": aaaa}, time.monotonic()))
         wake.set()
 
     def on_query(_topic: str, _header: Any, body: Any) -> None:

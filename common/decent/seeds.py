@@ -31,6 +31,17 @@ its state changed (ok -> failing, failing -> ok, -> nxdomain, ...), never once p
 attempt: a name that keeps timing out logs one line when it starts failing and one
 when it recovers.  :meth:`~SeedTable.next_timer` is when to look again.
 
+Per record type (:meth:`~SeedTable.on_lookups`, the A and AAAA outcomes apart): a
+name whose one type answers while the other fails is a transient failure at
+first (the set is kept: a half answer must not shrink it), but some resolvers drop
+AAAA queries for good, and then the index would never get servers or would freeze
+on its old set.  After ``type_failure_rounds`` such rounds in a row the answering
+type is accepted: the set becomes its fresh records plus the failing type's last
+good ones (logged once, and a :class:`Counted` event each round).  Every answer is
+capped at ``max_records`` addresses (the first in the normalized order, so every
+node keeps the same ones), so a huge answer cannot make an ETR register with
+thousands of addresses.
+
 The table is published as the Clone stream :data:`STREAM` (key: the index, value:
 :meth:`SeedTable.value`); pending indexes are not published, so a missing key
 means "not resolved yet".  Readers turn a replica into sets with
@@ -92,7 +103,15 @@ class LogLine:
     message: str
 
 
-Event = SetChanged | LogLine
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """Something the shell counts under ``counter`` (not a state change)."""
+
+    index: int
+    counter: str
+
+
+Event = SetChanged | LogLine | Counted
 
 
 # ---------------------------------------------------------------------------
@@ -177,6 +196,12 @@ class _Entry:
     failures: int = 0                 # consecutive failed lookups
     failing_since: float | None = None
     reason: str = ""                  # last failure, or why the set is empty
+    half_rounds: int = 0              # consecutive rounds with one type failing, one answering
+    half_accepted: bool = False       # the answering type alone is in use (logged once)
+    truncated: bool = False           # the last answer had more than max_records (logged once)
+
+
+_TYPE_VERSION = {"A": 4, "AAAA": 6}
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:
@@ -196,7 +221,8 @@ class SeedTable:
     """
 
     def __init__(self, modulus: int, suffix: str, *, resolve_min: float, resolve_max: float,
-                 retry_initial: float | None = None, now: float = 0.0) -> None:
+                 retry_initial: float | None = None, now: float = 0.0,
+                 type_failure_rounds: int = 3, max_records: int = 32) -> None:
         if not isinstance(modulus, int) or isinstance(modulus, bool) or modulus < 1:
             raise SeedError(f"modulus must be an integer of at least 1, not {modulus!r}")
         if not 0 < resolve_min <= resolve_max:
@@ -209,6 +235,11 @@ class SeedTable:
         self.retry_initial = float(resolve_min if retry_initial is None else retry_initial)
         if not 0 < self.retry_initial <= self.resolve_max:
             raise SeedError(f"retry_initial must be in (0, resolve_max], not {retry_initial}")
+        for what, v in (("type_failure_rounds", type_failure_rounds), ("max_records", max_records)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise SeedError(f"{what} must be an integer of at least 1, not {v!r}")
+        self.type_failure_rounds = type_failure_rounds
+        self.max_records = max_records
         self._e = [_Entry(next_at=now) for _ in range(modulus)]
 
     # -- names and timers ------------------------------------------------------
@@ -240,6 +271,44 @@ class SeedTable:
 
     # -- outcomes --------------------------------------------------------------
 
+    def on_lookups(self, index: int, outcomes: Mapping[str, Lookup], now: float) -> list[Event]:
+        """One round's outcomes per record type (``{"A": ..., "AAAA": ...}``).
+
+        Exactly the half case (some types answered, the others failed) counts
+        towards ``type_failure_rounds``; below it the round is a failure (the set
+        is kept), from it on the answering types are accepted together with the
+        failing types' last good addresses.  Every other round is
+        :meth:`on_lookup` of the :func:`combine` d outcome.
+        """
+        e = self._entry(index)
+        failed = {t: x for t, x in outcomes.items() if x.kind == "failure"}
+        answered = {t: x for t, x in outcomes.items() if x.kind == "answer"}
+        name = self.name(index)
+        if not failed or not answered or len(failed) + len(answered) != len(outcomes):
+            events: list[Event] = []
+            if e.half_accepted and not failed:
+                events.append(LogLine("info", index, f"{name}: {'/'.join(sorted(outcomes))} "
+                                                     f"all answer again"))
+            e.half_rounds, e.half_accepted = 0, False
+            return events + self.on_lookup(index, combine(outcomes.values()), now)
+        reason = "; ".join(x.reason or f"{t}: failure" for t, x in sorted(failed.items()))
+        e.half_rounds += 1
+        if e.half_rounds < self.type_failure_rounds:
+            return self.on_failure(index, reason, now)
+        versions = {_TYPE_VERSION.get(t) for t in failed}
+        kept = tuple(a for a in e.addrs if ip_address(a).version in versions)
+        fresh = tuple(a for x in answered.values() for a in x.addrs)
+        ttls = [x.ttl for x in answered.values() if x.ttl is not None]
+        events = [Counted(index, "resolve.type-accepted")]
+        if not e.half_accepted:
+            e.half_accepted = True
+            ok_types = "/".join(sorted(answered))
+            events.append(LogLine("warning", index, (
+                f"{name}: {'/'.join(sorted(failed))} failed {e.half_rounds} rounds in a row "
+                f"({reason}) while {ok_types} answered; using the {ok_types} records"
+                f"{' and keeping ' + _fmt_set(kept) if kept else ''}")))
+        return events + self.on_answer(index, fresh + kept, min(ttls) if ttls else None, now)
+
     def on_lookup(self, index: int, lookup: Lookup, now: float) -> list[Event]:
         """Dispatch a (combined) :class:`Lookup` to the handler of its kind."""
         if lookup.kind == "failure":
@@ -262,6 +331,16 @@ class SeedTable:
         old_state, old = e.state, e.addrs
         events: list[Event] = []
         name = self.name(index)
+        if len(new) > self.max_records:
+            events.append(Counted(index, "resolve.truncated"))
+            if not e.truncated:
+                events.append(LogLine("warning", index, (
+                    f"{name}: {len(new)} addresses, more than max_records_per_name "
+                    f"({self.max_records}); using the first {self.max_records}")))
+            e.truncated = True
+            new = new[:self.max_records]
+        else:
+            e.truncated = False
         if old_state == FAILING:
             events.append(LogLine("info", index, (
                 f"{name}: resolving again after {e.failures} failed attempt(s) over "
@@ -397,6 +476,6 @@ def served_indexes(sets: Mapping[int, Iterable[str]], rlocs: Iterable[Any]) -> s
     return {i for i, addrs in sets.items() if mine & set(normalize_addrs(addrs))}
 
 
-__all__ = ["ANSWERED", "CHANGED", "FAILING", "LogLine", "Lookup", "NXDOMAIN", "OK", "PENDING",
+__all__ = ["ANSWERED", "CHANGED", "Counted", "FAILING", "LogLine", "Lookup", "NXDOMAIN", "OK", "PENDING",
            "QUERY_TOPIC", "STATES", "STREAM", "SeedError", "SeedTable", "SetChanged", "combine",
            "normalize_addrs", "served_indexes", "sets_from_clone"]

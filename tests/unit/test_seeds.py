@@ -352,3 +352,89 @@ def test_show_seeds_output(monkeypatch, capsys):
     with pytest.raises(UserError):
         seeds_cmd.show_seeds(NS(decent=NS(mode="none"), roles=NS(discovery=False),
                                 node=NS(name="n1")), False)
+
+
+# ---------------------------------------------------------------------------
+# per record type: a type that keeps failing while the other answers (issue 12)
+
+def counted(events) -> list[str]:
+    return [e.counter for e in events if isinstance(e, seeds.Counted)]
+
+
+def round_(t, index, a, aaaa, now):
+    t.due(now)
+    return t.on_lookups(index, {"A": a, "AAAA": aaaa}, now)
+
+
+A_OK = Lookup("answer", ("10.0.0.1", "10.0.0.2"), 60)
+AAAA_OK = Lookup("answer", ("fd00::1",), 60)
+TIMEOUT = Lookup("failure", reason="AAAA: timeout")
+
+
+def test_half_answer_is_a_failure_until_the_bound_then_the_answering_type_is_used():
+    t = table(type_failure_rounds=3)
+    ev = round_(t, 0, A_OK, AAAA_OK, 0.0)
+    assert t.addrs(0) == ("10.0.0.1", "10.0.0.2", "fd00::1")
+    # A changes, AAAA times out: rounds 1 and 2 keep the last good set (transient)
+    newer_a = Lookup("answer", ("10.0.0.1", "10.0.0.3"), 60)
+    for k, now in enumerate((60.0, 80.0), start=1):
+        ev = round_(t, 0, newer_a, TIMEOUT, now)
+        assert changes(ev) == [] and counted(ev) == []
+        assert t.addrs(0) == ("10.0.0.1", "10.0.0.2", "fd00::1") and t.state(0) == FAILING
+    # round 3: the A records are accepted; the AAAA ones (last good) are kept
+    ev = round_(t, 0, newer_a, TIMEOUT, 120.0)
+    assert t.addrs(0) == ("10.0.0.1", "10.0.0.3", "fd00::1") and t.state(0) == OK
+    assert counted(ev) == ["resolve.type-accepted"]
+    warn = [ln for ln in logs(ev) if ln.level == "warning"]
+    assert len(warn) == 1 and "AAAA failed 3 rounds in a row" in warn[0].message
+    assert "keeping fd00::1" in warn[0].message
+    assert changes(ev)[0].new == ("10.0.0.1", "10.0.0.3", "fd00::1")
+    # from then on each round is accepted at once, counted, logged no more
+    ev = round_(t, 0, Lookup("answer", ("10.0.0.4",), 60), TIMEOUT, 200.0)
+    assert t.addrs(0) == ("10.0.0.4", "fd00::1") and counted(ev) == ["resolve.type-accepted"]
+    assert [ln for ln in logs(ev) if ln.level == "warning"] == []
+    # AAAA answers again: back to the plain rule, logged once
+    ev = round_(t, 0, Lookup("answer", ("10.0.0.4",), 60), Lookup("answer", (), 60), 300.0)
+    assert t.addrs(0) == ("10.0.0.4",) and counted(ev) == []
+    assert any("all answer again" in ln.message for ln in logs(ev))
+    ev = round_(t, 0, A_OK, TIMEOUT, 400.0)          # and the count starts over
+    assert t.state(0) == FAILING and t.addrs(0) == ("10.0.0.4",)
+
+
+def test_a_new_index_gets_servers_although_aaaa_never_answers():
+    t = table(type_failure_rounds=2)
+    round_(t, 1, A_OK, TIMEOUT, 0.0)
+    assert t.addrs(1) == () and t.state(1) == FAILING
+    ev = round_(t, 1, A_OK, TIMEOUT, 10.0)
+    assert t.addrs(1) == ("10.0.0.1", "10.0.0.2") and t.state(1) == OK
+    assert changes(ev)[0].new == ("10.0.0.1", "10.0.0.2")
+
+
+def test_both_failing_or_nxdomain_is_not_a_half_answer():
+    t = table(type_failure_rounds=1)
+    round_(t, 0, A_OK, AAAA_OK, 0.0)
+    ev = round_(t, 0, Lookup("failure", reason="A: timeout"), TIMEOUT, 60.0)
+    assert t.state(0) == FAILING and counted(ev) == []
+    ev = round_(t, 0, Lookup("nxdomain"), TIMEOUT, 120.0)
+    assert t.state(0) == FAILING and t.addrs(0) == ("10.0.0.1", "10.0.0.2", "fd00::1")
+    ev = round_(t, 0, Lookup("nxdomain"), Lookup("nxdomain"), 200.0)
+    assert t.state(0) == NXDOMAIN and t.addrs(0) == ()
+
+
+def test_records_per_name_capped_in_normalized_order():
+    t = table(max_records=3)
+    many = [f"10.0.0.{i}" for i in range(200, 0, -1)] + ["fd00::9"]
+    ev = round_(t, 2, Lookup("answer", tuple(many), 60), Lookup("answer", ("fd00::9",), 60), 0.0)
+    assert t.addrs(2) == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    assert counted(ev) == ["resolve.truncated"]
+    assert sum("more than max_records_per_name (3)" in ln.message for ln in logs(ev)) == 1
+    ev = round_(t, 2, Lookup("answer", tuple(many), 60), Lookup("answer", (), 60), 60.0)
+    assert counted(ev) == ["resolve.truncated"] and not any("max_records" in ln.message for ln in logs(ev))
+    ev = round_(t, 2, Lookup("answer", ("10.0.0.7",), 60), Lookup("answer", (), 60), 120.0)
+    assert counted(ev) == [] and t.addrs(2) == ("10.0.0.7",)
+
+
+def test_type_rounds_and_cap_validated():
+    for kw in ({"type_failure_rounds": 0}, {"max_records": 0}, {"max_records": True}):
+        with pytest.raises(SeedError):
+            table(**kw)
