@@ -9,7 +9,8 @@ mistake that costs an afternoon.
 
 Sections (all optional except ``[node]``)::
 
-    [node]            name, rlocs, control_port, data_port, state_dir, xtr_id, site_id, log_level
+    [node]            name, rlocs, control_port, data_port, state_dir, xtr_id, site_id, log_level,
+                      log_format
     [roles]           map_resolver, map_server, etr, itr, discovery, dataplane
     [timers]          every protocol timer, in seconds (see TIMER_DEFAULTS)
     [map_resolver]    rate_limit, rate_burst
@@ -20,6 +21,7 @@ Sections (all optional except ``[node]``)::
     [itr]             map_resolvers
     [decent]          mode = "none" | "pull" | "push", and that mode's keys
     [dataplane]       the LISP data path's TUN interfaces (common.dataplane_config)
+    [metrics]         listen: the Prometheus endpoint ("" or absent: no metrics role)
 
 ``bus`` and ``watchdog`` always run; :meth:`NodeConfig.instances` lists every
 process instance in start order.
@@ -45,13 +47,15 @@ IPAddress = Union[IPv4Address, IPv6Address]
 # roles that need index sets, the store before its readers, the watchdog last so it
 # does not count the others' start-up as silence.
 ROLE_ORDER = ("bus", "discovery", "dataplane", "map_server", "map_resolver", "etr", "itr",
-              "watchdog")
+              "metrics", "watchdog")
 ALWAYS_ON = ("bus", "watchdog")
 
 # Key algorithm names -> RFC 9301 Algorithm ID (the low byte of the Key ID field).
 ALGORITHMS = {"none": 0, "hmac-sha-1-96": 1, "hmac-sha-256-128": 2}
 NONCE_POLICIES = ("strict", "warn", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+METRICS_PORT = 9464            # the Prometheus exporter port for lisp-decent
 DECENT_MODES = ("none", "pull", "push")
 HASH_MODES = ("rfc9962", "lispers", "prefix") + tuple(ALIASES)  # "draft": rfc9962's old name
 SYNC_MODES = ("normal", "full")
@@ -127,6 +131,12 @@ class NodeSection:
     xtr_id: bytes            # 16 bytes
     site_id: bytes           # 8 bytes
     log_level: str           # lowercase, one of LOG_LEVELS
+    log_format: str = "text"  # "text" | "json" (one JSON object per line)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    listen: Endpoint | None = None  # where the metrics role serves /metrics; None: not run
 
 
 @dataclass(frozen=True)
@@ -279,6 +289,7 @@ class NodeConfig:
     decent: DecentSection
     warnings: tuple[str, ...] = ()  # not errors: e.g. prefixes inconsistent with the hash mask
     dataplane: Any = None           # common.dataplane_config.DataplaneSection ([dataplane])
+    metrics: MetricsSection = MetricsSection()
 
     def count(self, role: str) -> int:
         """How many instances of ``role`` this node runs (0 if none)."""
@@ -286,6 +297,8 @@ class NodeConfig:
             return 1
         if role not in ROLE_ORDER:
             raise KeyError(role)
+        if role == "metrics":
+            return int(self.metrics.listen is not None)
         return int(getattr(self.roles, role))
 
     def instances(self) -> list[tuple[str, int]]:
@@ -511,7 +524,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 def _node(data: Any, base_dir: str) -> NodeSection:
     t = _Table(data, "node", ("name", "rlocs", "control_port", "data_port", "state_dir",
-                              "xtr_id", "site_id", "log_level"))
+                              "xtr_id", "site_id", "log_level", "log_format"))
     name = t.get("name", _str)
     if not _NAME.match(name):
         raise ConfigError("node.name", f"{name!r}: use letters, digits, '_', '.', '-' "
@@ -532,8 +545,17 @@ def _node(data: Any, base_dir: str) -> NodeSection:
     site_id = t.get("site_id", _hex(16), bytes(8))
     log_level = t.get("log_level", lambda v, p: _choice(LOG_LEVELS)(_str(v, p).lower(), p),
                       "info")
+    log_format = t.get("log_format", _choice(LOG_FORMATS), "text")
     return NodeSection(name, rlocs, control_port, data_port, state_dir, xtr_id, site_id,
-                       log_level)
+                       log_level, log_format)
+
+
+def _metrics(data: Any) -> MetricsSection:
+    t = _Table(data, "metrics", ("listen",))
+    listen = t.get("listen", _str, "").strip()
+    if not listen:
+        return MetricsSection(None)
+    return MetricsSection(_endpoint(METRICS_PORT)(listen, t.at("listen")))
 
 
 def _role(t: _Table, key: str, count_key: str | None, default: int) -> int:
@@ -837,7 +859,8 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         raise ValueError(f"base_dir must be absolute, not {base_dir!r}")
     try:
         top = _Table(data, "", ("node", "roles", "timers", "map_resolver", "map_server", "site",
-                                "database_mapping", "etr", "itr", "decent", "dataplane"),
+                                "database_mapping", "etr", "itr", "decent", "dataplane",
+                                "metrics"),
                      {"sites": "unknown key (sites are [[site]] tables)",
                       "database_mappings": "unknown key (use [[database_mapping]] tables)"})
         if not top.has("node"):
@@ -862,15 +885,16 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         itr = _itr(top.data.get("itr", {}), node)
         from common.dataplane_config import parse_dataplane
         dataplane = parse_dataplane(top.data.get("dataplane", {}))
+        metrics = _metrics(top.data.get("metrics", {}))
     except ConfigError as exc:
         raise ConfigError(exc.key_path, exc.reason, source) from None
     return NodeConfig(source, node, roles, timers, mr_sec, ms_sec, sites, maps, etr, itr, decent,
-                      _pull_warnings(decent, sites, maps), dataplane)
+                      _pull_warnings(decent, sites, maps), dataplane, metrics)
 
 
 __all__ = [
     "ALGORITHMS", "ALWAYS_ON", "ConfigError", "DatabaseMapping", "DecentSection", "Endpoint",
     "EtrSection", "ItrSection", "Key", "Locator", "MapResolverSection", "MapServerRef",
-    "MapServerSection", "NodeConfig", "NodeSection", "PullSection", "PushSection", "ROLE_ORDER",
+    "MapServerSection", "MetricsSection", "NodeConfig", "NodeSection", "PullSection", "PushSection", "ROLE_ORDER",
     "Roles", "Site", "SitePrefix", "TIMER_DEFAULTS", "Timers", "parse_config",
 ]

@@ -24,5 +24,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c 'import zmq, msgpack, dns, cryptography, uvloop, pytricia, supervisor, hypothesis' 
+.venv/bin/python -c 'import zmq, msgpack, dns, cryptography, uvloop, pytricia, supervisor, hypothesis, prometheus_client' 
 echo "setup: ok ($(.venv/bin/python --version), tshark $(tshark --version 2>/dev/null | head -1 | awk '{print $3}'))"

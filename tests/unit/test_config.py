@@ -55,7 +55,9 @@ def test_appliance_parses():
     assert cfg.roles.map_resolver == 2 and cfg.roles.map_server == 1
     assert cfg.roles.etr and cfg.roles.itr
     assert cfg.instances() == [("bus", 0), ("map_server", 0), ("map_resolver", 0),
-                               ("map_resolver", 1), ("etr", 0), ("itr", 0), ("watchdog", 0)]
+                               ("map_resolver", 1), ("etr", 0), ("itr", 0), ("metrics", 0),
+                               ("watchdog", 0)]
+    assert str(cfg.metrics.listen.address) == "127.0.0.1" and cfg.metrics.listen.port == 9464
     (site,) = cfg.sites
     assert site.keys[0].alg == "hmac-sha-256-128" and site.keys[0].alg_id == 2
     allowed = [p.eid for p in site.prefixes]
@@ -429,7 +431,7 @@ def test_render_appliance():
     assert ini.has_section("rpcinterface:supervisor")
     programs = [s.split(":", 1)[1] for s in ini.sections() if s.startswith("program:")]
     assert programs == ["bus_0", "map_server_0", "map_resolver_0", "map_resolver_1", "etr_0",
-                        "itr_0", "watchdog_0"]
+                        "itr_0", "metrics_0", "watchdog_0"]
     assert ini["group:appliance"]["programs"] == ",".join(programs)
     mr1 = ini["program:map_resolver_1"]
     assert mr1["command"] == (f"{sys.executable} -m roles.map_resolver -c {APPLIANCE} "
