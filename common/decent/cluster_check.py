@@ -21,6 +21,9 @@ Checks, each a :class:`Finding`:
 ``rloc``
     one RLOC claimed by two files (DNS would send one index's traffic to whichever
     node bound it).
+``push``
+    the push-mode files disagree on the group, instance-ID, seed set, CURVE key,
+    sites, prefixes or keys (:mod:`common.decent.push_check`, RFC 9962 4.3).
 ``sites`` (with ``sites=True``)
     which node serves which index is decided by DNS, so every node running a
     Map-Server must accept every node's database mappings: a site prefix covering
@@ -35,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 from common.wire.addr import Eid, clear_host_bits
 from common.decent.hash import mask_warnings
+from common.decent.push_check import push_findings, push_summary
 from common.wire.eidtext import format_eid
 
 PARAMS = ("modulus", "suffix", "hash_mode", "hash_mask", "lookup_ranges")
@@ -42,7 +46,7 @@ PARAMS = ("modulus", "suffix", "hash_mode", "hash_mask", "lookup_ranges")
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    kind: str        # "disagreement" | "mask" | "rloc" | "sites"
+    kind: str        # "disagreement" | "mask" | "rloc" | "push" | "sites"
     message: str
 
     def __str__(self) -> str:
@@ -194,6 +198,7 @@ def check(cfgs: Sequence[Any], *, sites: bool = False) -> list[Finding]:
     for c in cfgs:
         out.extend(mask_findings(c))
     out.extend(rloc_findings(cfgs))
+    out.extend(push_findings(cfgs))
     if sites:
         out.extend(site_findings(cfgs))
     return out
@@ -204,7 +209,7 @@ def summary(cfgs: Sequence[Any]) -> str:
     pulls = [c for c in cfgs if c.decent.pull is not None]
     n = len(cfgs)
     if not pulls:
-        return f"{n} file(s), none in pull mode: nothing to compare"
+        return push_summary(cfgs) or f"{n} file(s), none in pull or push mode: nothing to compare"
     p = pulls[0].decent.pull
     prefixes = sum(len(registered_prefixes(c)) for c in pulls)
     ranges = f", lookup ranges {_ranges_text(p.lookup_ranges)}" if p.lookup_ranges else ""

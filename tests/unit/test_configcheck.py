@@ -245,3 +245,77 @@ def test_lookup_ranges_config_errors():
         with pytest.raises(ConfigError) as exc:
             parse_config(d, "x.toml", "/tmp")
         assert exc.value.key_path == path and reason in exc.value.reason, (decent, str(exc.value))
+
+
+# ---------------------------------------------------------------------------
+# push mode (RFC 9962 section 4.3: members must agree on sites and keys)
+
+CURVE_A = "F3O1GTuuA^h-NToRGmkQ*a4c<[aq-Yop-=Uf+=FT"
+CURVE_B = "G3O1GTuuA^h-NToRGmkQ*a4c<[aq-Yop-=Uf+=FT"
+
+
+def push_node(n: int, *, group="224.2.0.1", iid=0, seeds=None, curve=CURVE_A, secret="s3cret",
+              prefixes=("10.2.0.0/16",), more=True, policy="strict", extra_site=False) -> dict:
+    sites = [{"name": "demo", "nonce_policy": policy, "key": [{"id": 0, "secret": secret}],
+              "prefix": [{"eid": p, "accept_more_specifics": more} for p in prefixes]}]
+    if extra_site:
+        sites.append({"name": "extra", "key": [{"id": 1, "secret": "x"}],
+                      "prefix": [{"eid": "10.9.0.0/16"}]})
+    return {
+        "node": {"name": f"p{n}", "rlocs": [f"127.0.2.{n}"], "state_dir": f"s{n}"},
+        "site": sites,
+        "database_mapping": [{"eid": f"10.2.{n}.0/24"}],
+        "etr": {"decent_key": {"key_id": 0, "secret": secret}},
+        "decent": {"mode": "push", "group": group, "iid": iid,
+                   "seed_rlocs": seeds if seeds is not None else [f"127.0.2.{1 if n != 1 else 2}"],
+                   "curve_secret": curve},
+    }
+
+
+def pcfg(n: int, **kw):
+    return parse_config(push_node(n, **kw), f"m{n}.toml", "/tmp")
+
+
+def test_push_members_that_agree_are_consistent():
+    cfgs = [pcfg(1), pcfg(2), pcfg(3)]
+    assert cluster_check.check(cfgs) == []
+    assert cluster_check.summary(cfgs) == ("3 file(s) agree: push group [0]224.2.0.1, 1 seed "
+                                           "RLOC(s), 1 site(s) with the same prefixes and keys")
+
+
+def test_push_disagreements_one_line_each_naming_the_files():
+    cfgs = [pcfg(1), pcfg(2, group="224.2.0.9", iid=5, curve=CURVE_B, seeds=["127.0.2.77"]),
+            pcfg(3, secret="other", prefixes=("10.2.0.0/16", "10.3.0.0/16"), more=False,
+                 policy="warn", extra_site=True)]
+    found = [str(f) for f in cluster_check.check(cfgs)]
+    assert found == [
+        "push: decent.group differs: 224.2.0.1 in m1.toml, m3.toml; 224.2.0.9 in m2.toml",
+        "push: decent.iid differs: 0 in m1.toml, m3.toml; 5 in m2.toml",
+        "push: m2.toml: decent.seed_rlocs 127.0.2.77 is no RLOC of any member file",
+        "push: decent.curve_secret differs: secret A in m1.toml, m3.toml; secret B in m2.toml",
+        "push: site 'demo' prefixes differ: [[0]10.2.0.0/16 (more-specifics)] in m1.toml, "
+        "m2.toml; [[0]10.2.0.0/16, [0]10.3.0.0/16] in m3.toml",
+        "push: site 'demo' nonce_policy differs: strict in m1.toml, m2.toml; warn in m3.toml",
+        "push: site 'demo' key id 0 secret differs: secret A in m1.toml, m2.toml; secret B in "
+        "m3.toml",
+        "push: site 'extra' is in m3.toml but not in m1.toml, m2.toml",
+    ]
+    text = "\n".join(found)
+    assert "s3cret" not in text and "other" not in text and CURVE_A not in text
+
+
+def test_push_check_through_the_cli(tmp_path, capsys):
+    a = write(tmp_path, "a.toml", push_node(1))
+    b = write(tmp_path, "b.toml", push_node(2))
+    assert decent(["config", "check", a, b]) == 0
+    assert "2 file(s) agree: push group" in capsys.readouterr().out
+    c = write(tmp_path, "c.toml", push_node(3, secret="other"))
+    assert decent(["config", "check", a, b, c]) == 1
+    out = capsys.readouterr().out
+    assert f"push: site 'demo' key id 0 secret differs: secret A in {a}, {b}; secret B in {c}" in out
+
+
+def test_example_push_group_is_consistent(capsys):
+    files = sorted(glob.glob(str(REPO / "configs" / "push" / "*.toml")))
+    assert len(files) == 3, files
+    assert decent(["config", "check"] + files) == 0, capsys.readouterr().out
