@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Callable
 
-from common.counters import Counters
+from common.counters import Counters, DropLine
 
 
 class RoleCounters(Counters):
@@ -30,11 +30,17 @@ class RoleCounters(Counters):
     def drop(self, reason: str, detail: str = "", now: float | None = None) -> str | None:
         line = super().drop(reason, detail, self.clock() if now is None else now)
         if line is not None:
-            self.log.warning("%s", line)
+            self._log(line)
         return line
 
     def flush(self, now: float | None = None) -> list[str]:
         lines = super().flush(self.clock() if now is None else now)
         for line in lines:
-            self.log.warning("%s", line)
+            self._log(line)
         return lines
+
+    def _log(self, line: str) -> None:
+        # event/fields for JSON logs (roles.logfmt); text logs show the line as before
+        fields = ({"reason": line.reason, "count": line.count, "detail": line.detail}
+                  if isinstance(line, DropLine) else {})
+        self.log.warning("%s", line, extra={"event": "dropped", "fields": fields})

@@ -65,12 +65,25 @@ class DropLimiter:
         return line
 
 
-def _line(reason: str, count: int, detail: str, first: bool) -> str:
+class DropLine(str):
+    """A drop log line (a ``str``) that also carries its parts, for structured logs."""
+
+    reason: str
+    count: int
+    detail: str
+
+    def __new__(cls, text: str, reason: str, count: int, detail: str) -> "DropLine":
+        self = super().__new__(cls, text)
+        self.reason, self.count, self.detail = reason, count, detail
+        return self
+
+
+def _line(reason: str, count: int, detail: str, first: bool) -> DropLine:
     what = f"{DROP_PREFIX}{reason}"
     if first:
-        return f"{what}: {detail}" if detail else what
+        return DropLine(f"{what}: {detail}" if detail else what, reason, count, detail)
     tail = f" (last: {detail})" if detail else ""
-    return f"{what}: {count} more since the last report{tail}"
+    return DropLine(f"{what}: {count} more since the last report{tail}", reason, count, detail)
 
 
 class Counters:

@@ -36,7 +36,7 @@ from prometheus_client.exposition import start_http_server
 from bus import topics
 from bus.envelope import Header
 from common.counters import DROP_PREFIX
-from roles.runtime import HEARTBEAT_TYPE, RefuseToStart, RoleContext, run_role
+from roles.runtime import HEARTBEAT_TYPE, RoleContext, run_role
 
 PREFIX = "lisp_decent_"
 LABELS = ("role", "instance")
@@ -175,8 +175,8 @@ class _Collector:
 
 async def main(ctx: RoleContext) -> None:
     listen = ctx.cfg.metrics.listen
-    if listen is None:
-        raise RefuseToStart("metrics.listen is empty: this node serves no metrics")
+    if listen is None:     # run_role refuses instance 0 then; kept for a direct call
+        raise RuntimeError("metrics.listen is empty: this node serves no metrics")
     view = Heartbeats()
 
     def on_heartbeat(topic: str, header: Header, body: Any) -> None:
@@ -192,9 +192,9 @@ async def main(ctx: RoleContext) -> None:
     host = str(listen.address)
     try:
         server, thread = start_http_server(listen.port, addr=host, registry=registry)
-    except OSError as exc:
-        raise RefuseToStart(f"metrics.listen: cannot listen on {host}:{listen.port}: "
-                            f"{exc.strerror or exc}") from None
+    except OSError as exc:   # exit 1: supervisord retries (the port may be free later)
+        raise RuntimeError(f"metrics.listen: cannot listen on {host}:{listen.port}: "
+                           f"{exc.strerror or exc}") from None
     ctx.log.info("serving Prometheus metrics on http://%s/metrics",
                  f"[{host}]:{listen.port}" if ":" in host else f"{host}:{listen.port}")
     try:

@@ -7,7 +7,7 @@ A role is ``async def main(ctx: RoleContext)`` plus one line::
 
 :func:`run_role` parses ``-c/--config FILE --instance N [--log-level L]``, loads the
 node config (a bad one prints one line on stderr and exits 2), logs to stderr as
-``<role>:<instance>``, runs ``main`` on uvloop with the bus receive loop, a
+``<role>:<instance>`` in ``node.log_format`` (text or JSON lines, :mod:`roles.logfmt`), runs ``main`` on uvloop with the bus receive loop, a
 heartbeat on ``hb.<role>.<instance>`` every ``timers.heartbeat_interval`` seconds
 (pid, session, uptime, counters) and the drop-log flush around it.  SIGTERM and
 SIGINT cancel ``main`` and the process exits 0; ``main`` raising, or a task started
@@ -38,9 +38,9 @@ from bus.counters import RoleCounters
 from bus.endpoints import EndpointError, Endpoints
 from bus.envelope import Stamper
 from bus.sendq import SendQueue
+from roles.logfmt import make_logger
 
 HEARTBEAT_TYPE = "role.heartbeat"
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 @dataclass
@@ -131,17 +131,6 @@ def _parse_args(role: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _make_logger(name: str, level: str) -> logging.Logger:
-    log = logging.getLogger(name)
-    log.propagate = False
-    log.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    log.addHandler(handler)
-    log.setLevel(level.upper())
-    return log
-
-
 def run_role(role: str, main: Callable[[RoleContext], Awaitable[None]],
              argv: list[str] | None = None) -> int:
     """Run one role process; returns the exit status (0 clean, 1 crashed, 2 bad config)."""
@@ -157,7 +146,8 @@ def run_role(role: str, main: Callable[[RoleContext], Awaitable[None]],
               f"(this node runs {cfg.count(role)} {role} instance(s))", file=sys.stderr)
         return 2
     level = args.log_level or getattr(cfg.node, "log_level", "info")
-    log = _make_logger(f"{role}:{args.instance}", level)
+    log = make_logger(role, args.instance, level, getattr(cfg.node, "log_format", "text"),
+                      cfg.node.name)
     try:
         endpoints = Endpoints(cfg.node.state_dir)
         os.makedirs(endpoints.state_dir, mode=0o700, exist_ok=True)

@@ -63,12 +63,14 @@ def pid_alive(pid: int) -> bool:
 
 
 class Node:
-    def __init__(self, name: str, rloc: str, body: str, *, timers: str = FAST_TIMERS) -> None:
+    def __init__(self, name: str, rloc: str, body: str, *, timers: str = FAST_TIMERS,
+                 node: str = "") -> None:
+        """``node``: more ``[node]`` keys (TOML lines)."""
         self.dir = Path(tempfile.mkdtemp(prefix="dn", dir="/tmp"))
         self.name, self.rloc = name, rloc
         self.conf = self.dir / "node.toml"
         self.conf.write_text(f'[node]\nname = "{name}"\nrlocs = ["{rloc}"]\nstate_dir = "st"\n'
-                             f'{timers}\n{body}')
+                             f'{node}\n{timers}\n{body}')
         self.pids: set[int] = set()
 
     # -- CLI -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ The same node logs in JSON ([node] log_format), checked on its log files."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -48,7 +49,7 @@ INSTANCES = ["bus:0", "map_server:0", "map_resolver:0", "map_resolver:1", "etr:0
 
 @pytest.fixture(scope="module")
 def node():
-    n = Node("itmetrics", RLOC, BODY)
+    n = Node("itmetrics", RLOC, BODY, node='log_format = "json"')
     try:
         n.up()
         poll(n.all_running, 20, what="every role RUNNING")
@@ -133,3 +134,22 @@ def test_restart_is_counted(node):
         return (total(got, "lisp_decent_process_restarts_total", **inst("etr:0")) == 1
                 and total(got, "lisp_decent_up", **inst("etr:0")) == 1)
     poll(counted, 15, 0.5, "etr restart to be counted")
+
+
+def test_logs_are_json_lines(node):
+    """[node] log_format = "json": every line a role wrote is one JSON object naming the
+    node, role and instance; the drop from test_drops_carry_their_reason is structured."""
+    drops = []
+    for key in INSTANCES:
+        role, n = key.split(":")
+        path = node.dir / "st" / "logs" / f"{role}_{n}.log"
+        text = path.read_text()
+        assert text.strip(), f"{path} is empty"
+        for line in text.splitlines():
+            obj = json.loads(line)
+            assert (obj["node"], obj["role"], obj["instance"]) == ("itmetrics", role, int(n))
+            assert {"time", "level", "event", "fields"} <= set(obj)
+            if obj["event"] == "dropped":
+                drops.append(obj)
+    assert any(d["role"] == "map_resolver" and d["fields"]["reason"] and d["fields"]["count"] >= 1
+               for d in drops), drops
