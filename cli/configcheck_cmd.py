@@ -8,12 +8,14 @@ RLOCs claimed twice; with ``--sites``, also Map-Server sites that would refuse
 another node's database mappings.
 
 Exit status: 0 consistent, 1 something found, 2 a file is unreadable or invalid
-(one line naming the file and the key).
+(one line naming the file and the key).  A file holding secrets that group or
+others can read draws a warning on stderr (not a problem for the exit status).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cli.common import UserError
 from common.decent import cluster_check
@@ -28,6 +30,9 @@ def run_check(args: argparse.Namespace) -> int:
             cfgs.append(nodeconf.load(path))
         except ConfigError as exc:
             raise UserError(str(exc), 2) from None
+    for path in args.files:
+        for w in nodeconf.secret_warnings(path):
+            print(f"warning: {w}", file=sys.stderr)
     findings = cluster_check.check(cfgs, sites=args.sites)
     for f in findings:
         print(f)

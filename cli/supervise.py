@@ -29,6 +29,8 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from cli.common import UserError
 from common.config import ROLE_ORDER, NodeConfig
+from roles.hostfiles import (PRIVATE_UMASK, UnsafePath, check_private_file, private_dir,
+                             write_private)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,6 +110,7 @@ def render(cfg: NodeConfig, config_path: str, python: str | None = None) -> str:
         "logfile_maxbytes=10MB",
         "logfile_backups=3",
         "loglevel=info",
+        "umask=077",
         f"childlogdir={_esc(log_dir(cfg))}",
         f"directory={_esc(cfg.node.state_dir)}",
         "nodaemon=false",
@@ -133,6 +136,7 @@ def render(cfg: NodeConfig, config_path: str, python: str | None = None) -> str:
             f"priority={100 * (ROLE_ORDER.index(role) + 1)}",
             "autostart=true",
             "autorestart=true",
+            "umask=077",
             f"startsecs={STARTSECS}",
             f"startretries={STARTRETRIES}",
             "stopsignal=TERM",
@@ -155,17 +159,19 @@ def write_conf(cfg: NodeConfig, config_path: str) -> tuple[str, bool]:
     """Render into ``<state_dir>/supervisord.conf``; return (path, whether it changed)."""
     text = render(cfg, config_path)
     path = conf_path(cfg)
-    os.makedirs(log_dir(cfg), exist_ok=True)
+    try:   # 0700, ours, no symlinks, whatever the umask (roles.hostfiles)
+        private_dir(cfg.node.state_dir)
+        private_dir(log_dir(cfg))
+        check_private_file(path)
+    except UnsafePath as exc:
+        raise UserError(f"{cfg.source}: node.state_dir: {exc}", 1) from None
     try:
         with open(path, encoding="utf-8") as f:
             if f.read() == text:
                 return path, False
     except FileNotFoundError:
         pass
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_private(path, text.encode("utf-8"))
     return path, True
 
 
@@ -255,7 +261,7 @@ def start_supervisord(cfg: NodeConfig, conf: str, timeout: float = 15.0) -> int:
     exe = Path(sys.executable).with_name("supervisord")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "supervisor.supervisord"]
     proc = subprocess.run(argv + ["-c", conf], cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, umask=PRIVATE_UMASK)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise UserError(f"supervisord failed to start (status {proc.returncode})"

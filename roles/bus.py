@@ -31,7 +31,8 @@ import threading
 import zmq
 
 from bus.aio import AsyncSocket
-from roles.runtime import RoleContext, run_role
+from roles.hostfiles import UnsafePath, open_private
+from roles.runtime import RefuseToStart, RoleContext, run_role
 
 PROXY_HWM = 10_000  # per connected peer; pub/sub drops beyond it, the send queue blocks
 
@@ -92,7 +93,7 @@ class Proxy:
 
 def take_lock(path: str) -> int:
     """An exclusive, non-blocking lock held for the life of the process."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(path)   # never through a symlink, ours, 0600
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -105,7 +106,10 @@ def take_lock(path: str) -> int:
 
 async def main(ctx: RoleContext) -> None:
     ep = ctx.endpoints
-    lock_fd = take_lock(ep.path("bus.lock"))
+    try:
+        lock_fd = take_lock(ep.path("bus.lock"))
+    except UnsafePath as exc:
+        raise RefuseToStart(str(exc)) from None
     proxies = [Proxy(ctx, "pubsub", zmq.XSUB, ep.bus_in, zmq.XPUB, ep.bus_out),
                Proxy(ctx, "sendq", zmq.PULL, ep.sendq_in, zmq.PUSH, ep.sendq_out)]
     for p in proxies:

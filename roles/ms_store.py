@@ -16,6 +16,8 @@ import sqlite3
 
 import msgpack
 
+from roles.hostfiles import check_private_file, open_private
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registration (key TEXT PRIMARY KEY, value BLOB NOT NULL, raw BLOB);
 CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, nonce TEXT NOT NULL);
@@ -25,6 +27,11 @@ CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, nonce TEXT NOT NULL);
 class RegistrationStore:
     def __init__(self, path: str, synchronous: str = "normal") -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # The store is created 0600 through no symlink; SQLite gives its -wal and -shm
+        # files the database file's mode.  Raises roles.hostfiles.UnsafePath.
+        for p in (path + "-wal", path + "-shm"):
+            check_private_file(p)
+        os.close(open_private(path))
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -39,8 +39,14 @@ from bus.endpoints import EndpointError, Endpoints
 from bus.envelope import Stamper
 from bus.sendq import SendQueue
 from roles.logfmt import make_logger
+from roles.hostfiles import PRIVATE_UMASK, UnsafePath, private_dir
 
 HEARTBEAT_TYPE = "role.heartbeat"
+
+
+class RefuseToStart(Exception):
+    """Raised by a role's ``main`` for a condition it must not run under (a lock
+    held by another node, an unsafe file): logged as one line, exit status 2."""
 
 
 @dataclass
@@ -148,9 +154,13 @@ def run_role(role: str, main: Callable[[RoleContext], Awaitable[None]],
     level = args.log_level or getattr(cfg.node, "log_level", "info")
     log = make_logger(role, args.instance, level, getattr(cfg.node, "log_format", "text"),
                       cfg.node.name)
+    os.umask(PRIVATE_UMASK)   # what the role creates is the node's alone (roles.hostfiles)
     try:
         endpoints = Endpoints(cfg.node.state_dir)
-        os.makedirs(endpoints.state_dir, mode=0o700, exist_ok=True)
+        private_dir(endpoints.state_dir)
+    except UnsafePath as exc:
+        print(f"{role}: {args.config}: node.state_dir: {exc}", file=sys.stderr)
+        return 2
     except EndpointError as exc:
         print(f"{role}: {args.config}: node.state_dir: {exc}", file=sys.stderr)
         return 2
@@ -196,6 +206,10 @@ async def _amain(role: str, instance: int, cfg: Any, log: logging.Logger,
         await asyncio.wait([main_task])
         if main_task.cancelled():
             status = 0 if why and why[0].startswith("SIG") else 1
+        elif isinstance(main_task.exception(), RefuseToStart):
+            log.error("refusing to start: %s", main_task.exception())
+            why.append("refused to start")
+            status = 2
         elif main_task.exception() is not None:
             exc = main_task.exception()
             log.error("main failed: %r", exc, exc_info=exc)
