@@ -30,14 +30,10 @@ from common.machines.regtable import PrefixSet, RegistrationTable
 from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
-from roles.ratetable import RateFileError, open_rate_tables
-from roles.runtime import RefuseToStart, RoleContext, run_role
 from roles.hostfiles import UnsafePath, open_private, private_dir
+from roles.runtime import RefuseToStart, RoleContext, run_role
 from roles.sites import shard_for, site_lookup
-from common.machines.shun import Shun
-from roles.regbatch import RegisterBatcher
 from roles.udp import handler_error
-
 
 class AddressInUse(Exception):
     pass
@@ -46,12 +42,13 @@ class AddressInUse(Exception):
 def lock_rloc(lock_dir: str, addr: str, port: int, owner: str) -> int:
     """Hold this node's claim on addr:port for the life of the process.
 
-    The lock files live in ``lock_dir`` (the node's private ``<state_dir>/locks``,
-    see :func:`roles.hostfiles.private_dir`) and are opened without following a
-    symlink (:class:`roles.hostfiles.UnsafePath` otherwise).
     The first worker of a node takes the lock exclusively and writes the node's
     identity, then downgrades to shared; its siblings join with a shared lock after
-    checking the identity.  Another node's worker finds a different identity."""
+    checking the identity.  Another node's worker finds a different identity.
+
+    The lock files live in ``lock_dir`` (the node's private ``<state_dir>/locks``,
+    see :func:`roles.hostfiles.private_dir`) and are opened without following a
+    symlink (:class:`roles.hostfiles.UnsafePath` otherwise)."""
     path = os.path.join(lock_dir, f"{addr.replace(':', '_')}-{port}.lock")
     fd = open_private(path)
     deadline = time.monotonic() + 2.0
@@ -80,10 +77,8 @@ def lock_rloc(lock_dir: str, addr: str, port: int, owner: str) -> int:
 
 
 class Worker(asyncio.DatagramProtocol):
-    def __init__(self, ctx: RoleContext, resolver: Resolver, local: str, registers=None) -> None:
+    def __init__(self, ctx: RoleContext, resolver: Resolver, local: str) -> None:
         self.ctx, self.resolver, self.local = ctx, resolver, local
-        self.registers = registers      # roles.regbatch.RegisterBatcher
-        self.shun = Shun()              # common.machines.shun: early drop of flooding sources
         self.transport = None
 
     def connection_made(self, transport) -> None:
@@ -98,17 +93,8 @@ class Worker(asyncio.DatagramProtocol):
     def _datagram(self, data: bytes, addr) -> None:
         c = self.ctx.counters
         c.inc("received")
-        now = time.monotonic()
-        if self.shun.blocked(addr[0], now):   # a source flooding us with what we drop
-            c.inc("dropped.shunned")
-            return
         src = (addr[0], addr[1])
-        if data and data[0] >> 4 == 3 and self.registers is not None:
-            # the edge gate, then batched to the shard
-            if not self.registers.offer(data, src):
-                self.shun.bad(addr[0], now)
-            return
-        for a in self.resolver.handle(data, src, self.local, now):
+        for a in self.resolver.handle(data, src, self.local, time.monotonic()):
             if isinstance(a, Send):
                 self.transport.sendto(a.data, (a.dst, a.port))
                 c.inc("answered" if a.what.endswith("reply") else "forwarded")
@@ -121,7 +107,6 @@ class Worker(asyncio.DatagramProtocol):
                 c.inc(f"punted.{kind}")
             elif isinstance(a, Drop):
                 c.drop(a.reason, f"from {src[0]}:{src[1]}: {a.detail}")
-                self.shun.bad(addr[0], now)
 
     def error_received(self, exc) -> None:
         self.ctx.counters.drop("socket-error", repr(exc))
@@ -145,16 +130,7 @@ async def main(ctx: RoleContext) -> None:
                         neg_ttl_non_eid=max(1, round(t.negative_ttl_non_eid / 60)),
                         neg_ttl_unregistered=max(1, round(t.negative_ttl_unregistered / 60)),
                         proxy_ttl=cfg.map_server.proxy_reply_ttl,
-                        rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst,
-                        mtu=cfg.map_resolver.path_mtu)
-    mr = cfg.map_resolver
-    try:   # per-source and per-destination limits shared by every worker (roles/ratetable.py)
-        _x, resolver.dest_limiter, _rate_map = open_rate_tables(
-            cfg.state_path("ratelimit"), mr.rate_slots, mr.rate_limit, mr.rate_burst,
-            mr.reply_rate_limit, mr.reply_rate_burst)
-    except (OSError, RateFileError) as exc:
-        ctx.log.error("refusing to start: rate table %s: %s", cfg.state_path("ratelimit"), exc)
-        raise SystemExit(2)
+                        rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst)
     shards = cfg.count("map_server")
     readers: list[CloneReader] = []
     synced = asyncio.Event()
@@ -219,7 +195,6 @@ async def main(ctx: RoleContext) -> None:
         except asyncio.TimeoutError:
             ctx.log.warning("replica not in sync yet; not serving UDP %d", port)
     loop = asyncio.get_running_loop()
-    registers = RegisterBatcher(ctx, cfg)
     transports = {}
     for rloc in cfg.node.rlocs:
         fam = socket.AF_INET6 if rloc.version == 6 else socket.AF_INET
@@ -227,7 +202,7 @@ async def main(ctx: RoleContext) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((str(rloc), port))
-        tr, _ = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r, registers), sock=sock)
+        tr, _ = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r), sock=sock)
         transports[str(rloc)] = tr
     ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
 
