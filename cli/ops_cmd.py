@@ -91,7 +91,15 @@ def _table(infos: dict) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     cfg, path = load_config(args)
     conf, changed = supervise.write_conf(cfg, path)
-    if supervise.supervisord_pid(cfg) is None:
+    running = supervise.supervisord_pid(cfg)
+    if running is not None:
+        print(f"node {cfg.node.name}: already running (supervisord pid {running})")
+    if args.foreground:
+        if running is not None:
+            return 0
+        sys.stdout.flush()
+        supervise.exec_supervisord(conf)          # does not return
+    if running is None:
         pid = supervise.start_supervisord(cfg, conf)
         print(f"node {cfg.node.name}: supervisord started (pid {pid}, {conf})")
     elif changed:
@@ -235,6 +243,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_option(p)
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for every role to be RUNNING (default 30)")
+    p.add_argument("--foreground", action="store_true",
+                   help="become supervisord, in the foreground (for systemd); it exits "
+                        "on SIGTERM or `decent down`")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop every role and supervisord")

@@ -272,6 +272,20 @@ def start_supervisord(cfg: NodeConfig, conf: str, timeout: float = 15.0) -> int:
     return supervisord_pid(cfg) or 0
 
 
+def _supervisord_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("supervisord")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "supervisor.supervisord"]
+
+
+def exec_supervisord(conf: str) -> None:
+    """Replace this process by supervisord in the foreground (``-n``), so that a
+    service manager supervises supervisord itself: SIGTERM stops every role and
+    supervisord, and so does `decent down` (over XML-RPC).  Does not return."""
+    argv = _supervisord_argv() + ["-n", "-c", conf]
+    os.chdir(REPO_ROOT)
+    os.execv(argv[0], argv)
+
+
 def apply_conf_change(cfg: NodeConfig) -> None:
     """Like `supervisorctl update`: reload the rendered file, replace changed groups."""
     proxy = rpc(cfg)
