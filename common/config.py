@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Union
 
+from common.config_checks import MAX_RATE, MAX_SECONDS, host_bits, own_map_server
 from common.wire.addr import Eid
 from common.decent.hash import ALIASES, LookupRange, canonical_mode, mask_warnings
 from common.wire.eidtext import EidSpecError, format_eid, parse_eidspec
@@ -409,6 +410,9 @@ def _seconds(v: Any, path: str) -> float:
         raise ConfigError(path, f"expected a number of seconds, got {_type_name(v)}")
     if not v > 0 or v != v or v == float("inf"):
         raise ConfigError(path, f"must be a positive number of seconds, not {v}")
+    if v > MAX_SECONDS:
+        raise ConfigError(path, f"{v:g} seconds is out of range (at most {MAX_SECONDS:g}, "
+                                f"a week)")
     return float(v)
 
 
@@ -417,6 +421,8 @@ def _positive(v: Any, path: str) -> float:
         raise ConfigError(path, f"expected a number, got {_type_name(v)}")
     if not v > 0 or v == float("inf"):
         raise ConfigError(path, f"must be a positive number, not {v}")
+    if v > MAX_RATE:
+        raise ConfigError(path, f"{v:g} is out of range (at most {MAX_RATE:g} per second)")
     return float(v)
 
 
@@ -496,9 +502,13 @@ def _hex(ndigits: int) -> Callable[[Any, str], bytes]:
 def _eid(v: Any, path: str) -> Eid:
     s = _str(v, path)
     try:
-        return parse_eidspec(s)
+        eid = parse_eidspec(s)
     except EidSpecError as exc:
         raise ConfigError(path, str(exc)) from None
+    why = host_bits(s, eid)
+    if why:
+        raise ConfigError(path, why)
+    return eid
 
 
 def _key(data: Any, path: str, id_key: str) -> Key:
@@ -882,6 +892,7 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         ms_sec = MapServerSection(ms.get("proxy_reply_ttl", _int(0, 0xFFFFFFFF), 1440),
                                   ms.get("sync", _choice(SYNC_MODES), "normal"))
         etr = _etr(top.data.get("etr", {}), roles, decent.mode)
+        own_map_server(node, roles, sites, maps, etr, ConfigError)
         itr = _itr(top.data.get("itr", {}), node)
         from common.dataplane_config import parse_dataplane
         dataplane = parse_dataplane(top.data.get("dataplane", {}))

@@ -287,7 +287,7 @@ def test_duplicate_site_and_eid_in_two_sites():
     assert ei.value.reason == "duplicate site 'a' (also site[0])"
 
     d["site"][1]["name"] = "b"
-    d["site"][1]["prefix"] = [{"eid": "[0]10.1.255.255/16"}]  # same prefix, other spelling
+    d["site"][1]["prefix"] = [{"eid": "[0]10.1.0.0/16"}]  # same prefix, other spelling
     with pytest.raises(ConfigError) as ei:
         parse(d)
     assert ei.value.key_path == "site[1].prefix[0].eid"
@@ -313,6 +313,7 @@ def test_duplicate_key_id_and_mapping():
 def test_alg_none_takes_no_secret():
     d = minimal()
     d["site"][0]["key"] = [{"alg": "none"}]
+    d["etr"]["map_servers"][0] = {"address": "127.0.0.1", "alg": "none"}  # its own Map-Server
     assert parse(d).sites[0].keys[0].secret is None
     d["site"][0]["key"] = [{"alg": "none", "secret": "x"}]
     with pytest.raises(ConfigError) as ei:
@@ -470,3 +471,72 @@ def test_render_escapes_percent(tmp_path):
     cfg = parse_config(d, "x.toml", str(tmp_path))
     text = supervise.render(cfg, str(tmp_path / "x.toml"))
     assert f"file={tmp_path}/100%%/supervisord.sock" in text
+
+
+# ---------------------------------------------------------------------------
+# config that parses but cannot work (issue 13): refused with the key path
+
+@pytest.mark.parametrize("where,text", [
+    (("site", 0, "prefix", 0, "eid"), "10.1.1.1/16"),
+    (("database_mapping", 0, "eid"), "[0]10.1.1.7/24"),
+    (("database_mapping", 0, "eid"), "2001:db8::1/32"),
+])
+def test_prefix_with_host_bits_is_refused(where, text):
+    d = minimal()
+    if where[-1] == "eid" and "2001" in text:
+        d["site"][0]["prefix"].append({"eid": "2001:db8::/32"})
+    node = d
+    for k in where[:-1]:
+        node = node[k]
+    node[where[-1]] = text
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    path = ".".join(str(k) for k in where).replace(".0.", "[0].").replace(".0", "[0]")
+    assert ei.value.key_path == path
+    assert "host bits set" in ei.value.reason and text in ei.value.reason
+
+
+def test_etr_key_must_match_its_own_map_servers_site_key():
+    d = minimal()
+    d["etr"]["map_servers"][0]["secret"] = "other"
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == "etr.map_servers[0].secret"
+    assert "differs from key 0 of site 'a'" in ei.value.reason
+    d["etr"]["map_servers"][0].update(secret="s3", key_id=7)
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == "etr.map_servers[0].key_id"
+    d["etr"]["map_servers"][0] = {"address": "127.0.0.9", "secret": "other"}  # not our own
+    assert parse(d).etr.map_servers[0].key.secret == "other"
+
+
+def test_mapping_outside_every_site_of_its_own_map_server_is_refused():
+    d = minimal()
+    d["database_mapping"].append({"eid": "10.2.0.0/24"})
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == "database_mapping[1].eid"
+    assert "outside every site of this node's own Map-Server" in ei.value.reason
+    d["roles"] = {"map_server": False, "map_resolver": False}  # registers elsewhere: fine
+    assert len(parse(d).database_mappings) == 2
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("map_resolver", "rate_limit", 1e308),
+    ("map_resolver", "rate_burst", 1e9),
+    ("timers", "registration_lifetime", 1e308),
+    ("timers", "watchdog_timeout", 8 * 86400),
+])
+def test_numbers_outside_a_sane_range_are_refused(section, key, value):
+    d = minimal()
+    d[section] = {key: value}
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == f"{section}.{key}"
+    assert "out of range" in ei.value.reason
+
+
+def test_every_example_config_still_loads():
+    for path in sorted(REPO.glob("configs/**/*.toml")):
+        nodeconf.load(path)

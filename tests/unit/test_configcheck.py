@@ -234,7 +234,7 @@ def test_lookup_ranges_config_errors():
           "lookup_ranges": [{"range": "239.0.0.0/8-0.0.0.0/0", "length": 16}]},
          "decent.lookup_ranges[0].range", "a lookup range is a unicast IPv4 or IPv6 prefix"),
         ({"hash_mode": "rfc9962", "hash_mask": "none",
-          "lookup_ranges": [{"range": "10.0.0.0/8", "length": 16}, {"range": "10.1.0.0/8", "length": 24}]},
+          "lookup_ranges": [{"range": "10.0.0.0/8", "length": 16}, {"range": "[0]10.0.0.0/8", "length": 24}]},
          "decent.lookup_ranges[1].range", "[0]10.0.0.0/8 is listed twice"),
         ({"hash_mode": "rfc9962", "hash_mask": "none", "lookup_ranges": "10.0.0.0/8=16"},
          "decent.lookup_ranges", "expected an array of { range, length } tables"),
