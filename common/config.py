@@ -253,6 +253,9 @@ class PullSection:
     lookup_ranges: tuple[LookupRange, ...] = ()  # RFC 9962 section 5.2 (rfc9962 mode only)
     type_failure_rounds: int = 3   # rounds one of A/AAAA may fail while the other answers
     max_records_per_name: int = 32  # addresses taken from one name's answer
+    dnssec: str = "off"            # "off" | "validate" (RFC 9962 section 6)
+    trust_anchor: str | None = None       # DS/DNSKEY records of the names' zone, as text
+    trust_anchor_file: str | None = None  # or an absolute path to a file holding them
 
 
 @dataclass(frozen=True)
@@ -729,7 +732,7 @@ def _itr(data: Any, node: NodeSection) -> ItrSection:
 
 _PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
               "resolve_max", "query_timeout", "lookup_ranges", "type_failure_rounds",
-              "max_records_per_name")
+              "max_records_per_name", "dnssec", "trust_anchor", "trust_anchor_file")
 _PUSH_KEYS = ("group", "iid", "seed_rlocs", "seed_group", "core_seed", "snapshot_on_join",
               "membership_interval", "curve_secret", "snapshot_port")
 _Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
@@ -784,7 +787,42 @@ def _pull(t: _Table) -> PullSection:
     return PullSection(modulus, suffix.rstrip("."), hash_mode, mask, ns, rmin, rmax,
                        t.get("query_timeout", _seconds, 2.0), _lookup_ranges(t, hash_mode),
                        t.get("type_failure_rounds", _int(1, 100), 3),
-                       t.get("max_records_per_name", _int(1, 1024), 32))
+                       t.get("max_records_per_name", _int(1, 1024), 32), *_dnssec(t, suffix))
+
+
+_ANCHOR = re.compile(r"\S+\s+(?:\d+\s+)?(?:IN\s+)?(DS|DNSKEY)\s+\S", re.I)
+
+
+def _dnssec(t: _Table, suffix: str) -> tuple:
+    """(dnssec, trust_anchor, trust_anchor_file): under "validate" exactly one anchor,
+    whose records name the suffix's zone or an ancestor (the role parses them fully)."""
+    mode = t.get("dnssec", _choice(("off", "validate")), "off")
+    anchor = t.get("trust_anchor", _str, None)
+    path = t.get("trust_anchor_file", _str, None)
+    if mode == "off":
+        for k in ("trust_anchor", "trust_anchor_file"):
+            if t.has(k):
+                raise ConfigError(t.at(k), 'not used with decent.dnssec = "off"')
+        return mode, None, None
+    if (anchor is None) == (path is None):
+        raise ConfigError(t.at("trust_anchor"), 'decent.dnssec = "validate" needs exactly one of '
+                                                'trust_anchor and trust_anchor_file')
+    if path is not None and not posixpath.isabs(path):
+        raise ConfigError(t.at("trust_anchor_file"), f"must be an absolute path, not {path!r}")
+    if anchor is not None:
+        zone = suffix.rstrip(".").lower() + "."
+        lines = [ln.split(";", 1)[0].strip() for ln in anchor.splitlines()]
+        for n, line in enumerate((ln for ln in lines if ln), 1):
+            if not _ANCHOR.match(line):
+                raise ConfigError(t.at("trust_anchor"), f"record {n}: expected "
+                                                        f"'<zone> [ttl] [IN] DS|DNSKEY <data>'")
+            owner = line.split()[0].rstrip(".").lower() + "."
+            if not (zone == owner or zone.endswith("." + owner) or owner == "."):
+                raise ConfigError(t.at("trust_anchor"), f"record {n}: {owner} is not the zone of "
+                                                        f"decent.suffix ({suffix.rstrip('.')}) nor above it")
+        if not any(lines):
+            raise ConfigError(t.at("trust_anchor"), "empty")
+    return mode, anchor, path
 
 
 def _lookup_ranges(t: _Table, hash_mode: str) -> tuple[LookupRange, ...]:

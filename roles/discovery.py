@@ -7,7 +7,9 @@ are configured), each query bounded by ``decent.query_timeout``; the machine say
 when each name is asked again (TTL within ``resolve_min``/``resolve_max``, backoff
 on failure), when a record type that keeps failing while the other answers is
 given up on (``decent.type_failure_rounds``), and caps each answer at
-``decent.max_records_per_name`` addresses.
+``decent.max_records_per_name`` addresses.  With ``decent.dnssec = "validate"``
+every answer must be proven by the trust anchor (:mod:`roles.dnssec_check`); one
+that is not counts as a failure (``dnssec.refused``): the last good set is kept.
 
 Publishes:
 
@@ -42,6 +44,7 @@ from bus import topics
 from bus.clone import CloneWriter
 from common.decent import seeds
 from common.decent.seeds import Counted, Lookup, LogLine, SeedTable, SetChanged
+from roles import dnssec_check
 from roles.runtime import RoleContext, run_role
 
 MAX_CONCURRENT = 64  # names resolved at once (each is an A and an AAAA query)
@@ -104,6 +107,26 @@ async def lookup(res: dns.asyncresolver.Resolver, name: str, rdtype: str,
     return Lookup("answer", addrs, ans.chaining_result.minimum_ttl)
 
 
+def _validator(ctx: RoleContext, pull: Any):
+    """The DNSSEC validator and the name servers to ask, or exit 2 naming the key."""
+    key = "decent.trust_anchor" if pull.trust_anchor is not None else "decent.trust_anchor_file"
+    try:
+        if pull.trust_anchor is not None:
+            text = pull.trust_anchor
+        else:
+            with open(pull.trust_anchor_file, encoding="ascii") as f:
+                text = f.read(1 << 20)
+        zone, anchor = dnssec_check.load_anchor(text)
+    except (OSError, UnicodeDecodeError, dnssec_check.AnchorError) as exc:
+        ctx.log.error("refusing to start: %s: %s", key, exc)
+        raise SystemExit(2)
+    servers = ([(str(ep.address), ep.port) for ep in pull.name_servers]
+               or dnssec_check.system_servers())
+    ctx.log.info("DNSSEC: validating every answer against the trust anchor of %s (%s)", zone,
+                 dns.rdatatype.to_text(anchor.rdtype))
+    return dnssec_check.Validator(zone, anchor, keys_max_age=pull.resolve_max), servers
+
+
 async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
     pull = cfg.decent.pull
@@ -114,6 +137,9 @@ async def main(ctx: RoleContext) -> None:
     res = make_resolver(pull)
     where = (", ".join(f"{ep.address}#{ep.port}" for ep in pull.name_servers)
              or "the system resolver")
+    validator = servers = None
+    if pull.dnssec == "validate":
+        validator, servers = _validator(ctx, pull)
     table = SeedTable(pull.modulus, pull.suffix, resolve_min=pull.resolve_min,
                       resolve_max=pull.resolve_max, now=time.monotonic(),
                       type_failure_rounds=pull.type_failure_rounds,
@@ -150,8 +176,16 @@ async def main(ctx: RoleContext) -> None:
     async def resolve(index: int) -> None:
         name = table.name(index)
         ctx.counters.inc("resolve.sent")
-        a, aaaa = await asyncio.gather(lookup(res, name, "A", pull.query_timeout),
-                                       lookup(res, name, "AAAA", pull.query_timeout))
+        if validator is None:
+            a, aaaa = await asyncio.gather(lookup(res, name, "A", pull.query_timeout),
+                                           lookup(res, name, "AAAA", pull.query_timeout))
+        else:
+            a, aaaa = await asyncio.gather(
+                *(dnssec_check.validated_lookup(servers, validator, name, t, pull.query_timeout)
+                  for t in ("A", "AAAA")))
+            for x in (a, aaaa):  # refused: the seeds machine keeps the last good set
+                ctx.counters.inc("dnssec.refused" if x.kind == "failure" and "DNSSEC" in x.reason
+                                 else "dnssec.validated" if x.kind != "failure" else "dnssec.no-answer")
         result = seeds.combine((a, aaaa))
         ctx.counters.inc(f"resolve.{result.kind}")
         if result.kind == "failure":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install system packages (tshark, dnsmasq) and the Python virtualenv in .venv.
+# Install system packages (tshark, dnsmasq, nsd) and the Python virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ SUDO=""
 need=()
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)   # DNSSEC tests: a signed zone
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # data-plane tests (netns)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
