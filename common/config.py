@@ -13,7 +13,8 @@ Sections (all optional except ``[node]``)::
                       log_format
     [roles]           map_resolver, map_server, etr, itr, discovery, dataplane
     [timers]          every protocol timer, in seconds (see TIMER_DEFAULTS)
-    [map_resolver]    rate_limit, rate_burst
+    [map_resolver]    rate_limit, rate_burst, reply_rate_limit, reply_rate_burst, rate_slots,
+                      path_mtu
     [map_server]      proxy_reply_ttl, sync
     [[site]]          name, nonce_policy, [[site.key]], [[site.prefix]]
     [[database_mapping]]  eid, rlocs, ttl, proxy_reply, want_map_notify
@@ -174,6 +175,10 @@ class Timers:
 class MapResolverSection:
     rate_limit: float        # Map-Requests per second per source address
     rate_burst: float
+    reply_rate_limit: float = 1000.0   # Map-Replies per second per destination (ITR-RLOC)
+    reply_rate_burst: float = 2000.0
+    rate_slots: int = 65536  # slots of each shared rate table (a power of two)
+    path_mtu: int = 1400     # no Map-Reply datagram (IP + UDP + LISP) exceeds it
 
 
 @dataclass(frozen=True)
@@ -919,13 +924,22 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         maps = _mappings(top, node)
         roles = _roles(top.data.get("roles", {}), decent.mode, bool(maps))
         timers = _timers(top.data.get("timers", {}))
-        mr = _Table(top.data.get("map_resolver", {}), "map_resolver", ("rate_limit", "rate_burst"))
+        mr = _Table(top.data.get("map_resolver", {}), "map_resolver",
+                    ("rate_limit", "rate_burst", "reply_rate_limit", "reply_rate_burst", "rate_slots",
+                     "path_mtu"))
         mr_sec = MapResolverSection(mr.get("rate_limit", _positive, 1000.0),
-                                    mr.get("rate_burst", _positive, 2000.0))
-        if mr_sec.rate_burst < mr_sec.rate_limit:
-            raise ConfigError("map_resolver.rate_burst", f"{mr_sec.rate_burst:g} is smaller than "
-                                                         f"map_resolver.rate_limit "
-                                                         f"({mr_sec.rate_limit:g})")
+                                    mr.get("rate_burst", _positive, 2000.0),
+                                    mr.get("reply_rate_limit", _positive, 1000.0),
+                                    mr.get("reply_rate_burst", _positive, 2000.0),
+                                    mr.get("rate_slots", _int(1024, 1 << 24), 65536),
+                                    mr.get("path_mtu", _int(576, 65535), 1400))
+        for lim, bur in (("rate_limit", "rate_burst"), ("reply_rate_limit", "reply_rate_burst")):
+            if getattr(mr_sec, bur) < getattr(mr_sec, lim):
+                raise ConfigError(f"map_resolver.{bur}", f"{getattr(mr_sec, bur):g} is smaller than "
+                                                         f"map_resolver.{lim} "
+                                                         f"({getattr(mr_sec, lim):g})")
+        if mr_sec.rate_slots & (mr_sec.rate_slots - 1):
+            raise ConfigError("map_resolver.rate_slots", f"{mr_sec.rate_slots} is not a power of two")
         ms = _Table(top.data.get("map_server", {}), "map_server", ("proxy_reply_ttl", "sync"))
         ms_sec = MapServerSection(ms.get("proxy_reply_ttl", _int(0, 0xFFFFFFFF), 1440),
                                   ms.get("sync", _choice(SYNC_MODES), "normal"))

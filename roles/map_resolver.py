@@ -30,6 +30,7 @@ from common.machines.regtable import PrefixSet, RegistrationTable
 from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
+from roles.ratetable import RateFileError, open_rate_tables
 from roles.hostfiles import UnsafePath, open_private, private_dir
 from roles.runtime import RefuseToStart, RoleContext, run_role
 from roles.sites import shard_for, site_lookup
@@ -130,7 +131,16 @@ async def main(ctx: RoleContext) -> None:
                         neg_ttl_non_eid=max(1, round(t.negative_ttl_non_eid / 60)),
                         neg_ttl_unregistered=max(1, round(t.negative_ttl_unregistered / 60)),
                         proxy_ttl=cfg.map_server.proxy_reply_ttl,
-                        rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst)
+                        rate=cfg.map_resolver.rate_limit, burst=cfg.map_resolver.rate_burst,
+                        mtu=cfg.map_resolver.path_mtu)
+    mr = cfg.map_resolver
+    try:   # per-source and per-destination limits shared by every worker (roles/ratetable.py)
+        resolver.limiter, resolver.dest_limiter, _rate_map = open_rate_tables(
+            cfg.state_path("ratelimit"), mr.rate_slots, mr.rate_limit, mr.rate_burst,
+            mr.reply_rate_limit, mr.reply_rate_burst)
+    except (OSError, RateFileError) as exc:
+        ctx.log.error("refusing to start: rate table %s: %s", cfg.state_path("ratelimit"), exc)
+        raise SystemExit(2)
     shards = cfg.count("map_server")
     readers: list[CloneReader] = []
     synced = asyncio.Event()

@@ -222,6 +222,20 @@ class RegistrationTable:
         best = tree.get_key(f"{a}/{eid.length}" if tk[1] == 4 else _pfx(eid))
         return None if best is None else (tk, best)
 
+    def carve(self, eid: Eid) -> tuple | None:
+        """The one-record answer for a unicast host ``eid`` when its match and the
+        more-specifics inside it do not fit one reply (RFC 9301 5.5 cannot be met):
+        ``(best, entries, carved)`` where ``best`` is the longest match, ``entries``
+        its registrations and ``carved`` the largest prefix inside ``best`` that
+        contains ``eid`` and no other stored prefix (found like a negative prefix:
+        :func:`negative_prefix` with ``best`` as the floor).  None: no match."""
+        hit = self.best_key(eid)
+        if hit is None:
+            return None
+        best = _eid_of(eid.iid, hit[1])
+        carved = negative_prefix(eid, [self], floor=best.length)
+        return best, list(self._trees[hit[0]][hit[1]].values()), carved
+
     def exact(self, eid: Eid) -> list[Entry]:
         if eid.is_multicast:
             return list(self._mcast.get(eid, {}).values())

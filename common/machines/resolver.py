@@ -92,8 +92,9 @@ class Resolver:
     def __init__(self, table: RegistrationTable, configured: PrefixSet, *, site_of=None, shard_for=None,
                  neg_ttl_non_eid: int = 15, neg_ttl_unregistered: int = 1, proxy_ttl: int = 1440,
                  rate: float = 1000.0, burst: float = 2000.0, serves=None, forward_to=None,
-                 neg_floor=None) -> None:
+                 neg_floor=None, mtu: int = 1400) -> None:
         self.table = table
+        self.mtu = mtu                    # no Map-Reply datagram (IP + UDP + LISP) exceeds it
         self.configured = configured
         self.site_of = site_of or (lambda eid: None)
         self.shard_for = shard_for        # site name -> map_server shard (None: one shard)
@@ -101,6 +102,9 @@ class Resolver:
         self.neg_ttl_unregistered = neg_ttl_unregistered
         self.proxy_ttl = proxy_ttl
         self.limiter = RateLimiter(rate, burst)
+        # optional: Map-Replies per reply destination (the ITR-RLOC a request names);
+        # anything with allow(address, now) (common.machines.ratelimit.TokenTable)
+        self.dest_limiter = None
         self.serves = serves              # pull mode: eid -> bool; None = serve everything
         self.forward_to = forward_to      # pull mode: (eid, ip version) -> an address of the serving set
         self.neg_floor = neg_floor        # pull mode: eid -> minimum negative prefix length
@@ -159,7 +163,7 @@ class Resolver:
             if target is None:
                 return [Drop("no-serving-set", str(eid))]
             return [Send(target, 4342, set_ecm_flags(data, to_ms=True), "forwarded-to-set")]
-        return self._map_server(data, msg, inner, usable, local, len(eids) - len(usable))
+        return self._map_server(data, msg, inner, usable, local, len(eids) - len(usable), now)
 
     def _info(self, msg, src: tuple, local: str, now: float) -> list:
         """An Info-Request gets an Info-Reply (common.machines.natinfo); a reply is not ours."""
@@ -171,7 +175,7 @@ class Resolver:
 
     # -- the Map-Server treatment ---------------------------------------------------
     def _map_server(self, data: bytes, ecm: Ecm, req: MapRequest, eids: list, local: str,
-                    unsupported: int) -> list:
+                    unsupported: int, now: float = 0.0) -> list:
         """Every (IP) record of the request answered: proxy and negative records in one
         Map-Reply, and the ECM forwarded once to each registered ETR that answers
         for the others."""
@@ -179,22 +183,33 @@ class Resolver:
         if itr is None:
             return [Drop("no-usable-itr-rloc")]
         out, count, parts, what = [], 0, [], "negative-reply"
+        room = self._room(local)
         etrs: list[str] = []
         for eid in eids:
             kind, a, b = self._answer(eid, local)
+            if kind == "proxy" and a > 1 and (count + a > MAX_RECORDS or len(b) > room):
+                # the match and its more-specifics do not fit what is left: one record
+                kind, a, b = self._carved(eid, local)
             if kind == "etr":
                 if a not in etrs:
                     etrs.append(a)
-            elif kind == "none":
+                continue
+            if kind == "none":
                 out.append(Drop("no-usable-etr-rloc", a))
-            elif count + a <= MAX_RECORDS:
-                count += a
-                parts.append(b)
-                if kind == "proxy":
-                    what = "proxy-reply"
+                continue
+            if count + a > MAX_RECORDS or len(b) > room:
+                out.append(Drop("reply-full", str(eid)))
+                continue
+            count += a
+            room -= len(b)
+            parts.append(b)
+            if kind == "proxy":
+                what = "proxy-reply"
         for etr in etrs:
             out.append(Send(etr, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr"))
-        if count:
+        if count and self.dest_limiter is not None and not self.dest_limiter.allow(itr, now):
+            out.append(Drop("rate-limited-destination", itr))
+        elif count:
             head = _W0_NONCE.pack((2 << 28) | count, req.nonce)
             out.append(Send(itr, ecm.ip.sport, head + b"".join(parts), what))
         if unsupported:
@@ -222,7 +237,7 @@ class Resolver:
                 answer = self._cache.get((hit, version))
                 if answer is None:
                     answer = self._cache[(hit, version)] = self._positive(self.table.lookup(eid), local)
-                return answer
+                return self._carved(eid, local) if answer[0] == "carve" else answer
             return self._negative(eid)
         m = self.table.lookup(eid)
         return self._positive(m, local) if m is not None else self._negative(eid)
@@ -230,10 +245,35 @@ class Resolver:
     def _positive(self, m, local: str) -> tuple:
         prefix, entries = m.best
         if any(e.proxy for e in entries):
-            records = [self._proxy_record(p, es) for p, es in m.prefixes][:MAX_RECORDS]
-            return "proxy", len(records), b"".join(encode_record(r) for r in records)
+            records = b"".join(encode_record(self._proxy_record(p, es)) for p, es in m.prefixes)
+            if len(m.prefixes) > 1 and (len(m.prefixes) > MAX_RECORDS or len(records) > self._room(local)):
+                return "carve", 1, None   # answered per EID: see _carved
+            return "proxy", len(m.prefixes), records
         etr = _pick_etr(entries, local)
         return ("etr", etr, None) if etr is not None else ("none", str(prefix), None)
+
+    def _room(self, local: str) -> int:
+        """Bytes of EID records one Map-Reply datagram to the listener's family holds."""
+        return self.mtu - (40 if _version(local) == 6 else 20) - 8 - _W0_NONCE.size
+
+    def _carved(self, eid: Eid, local: str) -> tuple:
+        """One proxy record for ``eid`` when its match and the more-specifics inside it
+        do not fit one Map-Reply (255 records, the MTU): the largest prefix inside the
+        match that holds ``eid`` and no more-specific registration, with the match's
+        locators (regtable :meth:`~RegistrationTable.carve`).  A prefix request is
+        answered for its first address, so the record never covers a more-specific."""
+        host = host_of(eid)
+        found = self.table.carve(host)
+        if found is None:
+            return self._negative(host)
+        best, entries, carved = found
+        key = ("carved", carved, _version(local))
+        answer = self._cache.get(key)
+        if answer is None:
+            if not any(e.proxy for e in entries):   # the host's own match is not a proxy one
+                return self._answer(host, local)
+            answer = self._cache[key] = ("proxy", 1, encode_record(self._proxy_record(carved, entries)))
+        return answer
 
     def _negative(self, eid: Eid) -> tuple:
         covering = self.configured.covering(eid)

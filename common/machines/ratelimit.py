@@ -1,0 +1,80 @@
+"""Rate limits shared by every worker of a node: token buckets in a fixed table.
+
+A :class:`TokenTable` keeps token buckets in ``slots`` fixed-size slots of a
+writable buffer that the caller provides (the ``map_resolver`` role maps one file
+in the node's state directory, so every worker, on every port, debits the same
+buckets; see roles/ratetable.py).  No slot belongs to one address: an address
+(a request's source, or a reply's destination ITR-RLOC) hashes with a per-node
+secret key to two slots, and a request is allowed only if both hold a token, then
+both are debited (the count-min idea applied to token buckets).  Consequences:
+
+* memory is fixed (16 bytes a slot) and nothing is ever evicted or reset: a
+  throttled address stays throttled however many other addresses show up;
+* an address can never get more than its own rate: its own requests debit its
+  slots; other addresses sharing a slot can only make it stricter.  With two slots
+  of 65,536, a false throttle needs both slots shared with busy addresses;
+* the key is secret (random per node, in the file header), so an attacker cannot
+  choose addresses that collide with a victim's slots.
+
+Slots are updated without a lock: two workers updating one slot at the same
+instant can lose one debit (the later write wins).  That lets through at most one
+extra request per such collision, which is rare at microsecond update windows; the
+integration test measures it (tests/integration/test_rate_shared.py).
+
+A slot is ``(tokens, last)`` as two doubles; all-zero means a full bucket, so a
+fresh zero-filled buffer starts with every bucket full.  ``now`` is a monotonic
+clock shared by the processes (CLOCK_MONOTONIC); a ``last`` in the future (the
+file outlived a reboot: more than a minute ahead) counts as a full bucket; one
+slightly ahead (another worker's clock read came a little later) adds no tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+SLOT = struct.Struct("=dd")
+
+
+class TokenTable:
+    def __init__(self, buf, offset: int, slots: int, rate: float, burst: float, key: bytes) -> None:
+        if slots < 2 or slots & (slots - 1):
+            raise ValueError(f"slots must be a power of two >= 2, not {slots}")
+        if len(buf) < offset + slots * SLOT.size:
+            raise ValueError("buffer too small for the table")
+        self.buf, self.offset, self.slots = buf, offset, slots
+        self.rate, self.burst, self.key = rate, burst, key
+        self._mask = slots - 1
+
+    @staticmethod
+    def size(slots: int) -> int:
+        return slots * SLOT.size
+
+    def _slots(self, name: str) -> tuple[int, int]:
+        h = int.from_bytes(hashlib.blake2b(name.encode(), key=self.key, digest_size=8).digest(), "little")
+        i, j = h & self._mask, (h >> 32) & self._mask
+        if i == j:
+            j ^= 1
+        return self.offset + i * SLOT.size, self.offset + j * SLOT.size
+
+    def _tokens(self, pos: int, now: float) -> float:
+        tokens, last = SLOT.unpack_from(self.buf, pos)
+        if last == 0.0 or last > now + 60.0:
+            return self.burst
+        # another worker may have written a ``last`` a little after our ``now``
+        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
+
+    def allow(self, name: str, now: float) -> bool:
+        """Take one token for ``name`` if it has one."""
+        a, b = self._slots(name)
+        ta, tb = self._tokens(a, now), self._tokens(b, now)
+        if ta < 1.0 or tb < 1.0:
+            return False
+        SLOT.pack_into(self.buf, a, ta - 1.0, now)
+        SLOT.pack_into(self.buf, b, tb - 1.0, now)
+        return True
+
+    def tokens(self, name: str, now: float) -> float:
+        """What ``name`` could take now (for tests and show commands)."""
+        a, b = self._slots(name)
+        return min(self._tokens(a, now), self._tokens(b, now))
