@@ -3,8 +3,10 @@
 * A Map-Register the ETR addresses to the group G (``dp.replicate``) is sent once per
   member RLOC, LISP-data-encapsulated (IID 0xFFFFFF, inner destination G, UDP 4341).
 * A replicated Map-Register received on 4341 is decapsulated and handed to the local
-  ``map_server`` shard as if it had arrived on 4342 (the inner source is the
-  registrant); it is never replicated again.
+  ``map_server`` shard as if it had arrived on 4342; it is never replicated again.
+  Only from a current member or a seed (a non-member may only announce its own
+  membership); the registrant is an RLOC of the Map-Register's own records, not the
+  inner source (:func:`common.decent.push.replica_verdict`).
 * The member list is the merged RLE of the group EID in the node's own registration
   table (replicated from the map_server shards), plus what a lookup of the group at
   the seeds or members last returned.  The group is looked up every
@@ -33,7 +35,7 @@ from common.wire.datahdr import decapsulate_replica, encapsulate_replica
 from common.wire.errors import DecodeError
 from common.machines.itr import build_map_request_ecm
 from common.wire.messages import MapReply, decode_message
-from common.decent.push import group_eid, members_from_reply, members_of
+from common.decent.push import group_eid, members_from_reply, members_of, replica_verdict
 from common.machines.regtable import RegistrationTable
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
@@ -124,7 +126,18 @@ async def main(ctx: RoleContext) -> None:
         if not ip.dst.is_multicast:
             ctx.counters.drop("not-a-group", f"{ip.dst} from {addr[0]}")
             return
-        if punt_register(reg, (str(ip.src), 4342), "replica"):
+        # only from members and seeds; the registrant (and Map-Notify destination) from
+        # the Map-Register's records, not from the inner source the sender chose
+        try:
+            registrant, why = replica_verdict(decode_message(reg), addr[0], state["members"],
+                                              [str(x) for x in push.seed_rlocs])
+        except (DecodeError, ValueError, AttributeError):
+            ctx.counters.drop("replica-malformed", f"from {addr[0]}")
+            return
+        if registrant is None:
+            ctx.counters.drop(why, f"from {addr[0]} (inner source {ip.src})")
+            return
+        if punt_register(reg, (registrant, 4342), "replica"):
             ctx.counters.inc("replicas.received")
 
     loop = asyncio.get_running_loop()

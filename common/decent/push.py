@@ -68,3 +68,44 @@ def members_from_reply(records) -> list[str]:
             if isinstance(loc.address, Rle):
                 out.update(str(e.address) for e in loc.address.entries)
     return sorted(out, key=lambda a: (ip_address(a).version, int(ip_address(a))))
+
+
+# -- who may replicate to us (issue 13) ------------------------------------------------
+
+def _locator_addresses(records) -> list[str]:
+    """Every RLOC the records name (RLE entries flattened), in order, once."""
+    out: dict[str, None] = {}
+    for rec in records:
+        for loc in rec.locators:
+            if isinstance(loc.address, Rle):
+                for e in loc.address.entries:
+                    out[str(e.address)] = None
+            elif isinstance(loc.address, (IPv4Address, IPv6Address)):
+                out[str(loc.address)] = None
+    return list(out)
+
+
+def replica_verdict(register, outer_src: str, members, seeds) -> tuple[str | None, str]:
+    """Whether to hand a replicated Map-Register (decoded: ``register.records``) that
+    arrived from ``outer_src`` to the Map-Server, and as whose.
+
+    Accepted from a current member (the merged RLE, ``members``) or a seed; from
+    anyone else only a membership announcement naming exactly that sender (how a
+    joiner reaches the seeds).  The registrant, which is also where the Map-Server
+    sends a Map-Notify, comes from the Map-Register's own records (which the
+    Map-Server authenticates), never from the inner header the sender chose: the
+    sender itself when it is one of the records' RLOCs, else the first of them of
+    the sender's family (with none, the checked sender).
+
+    Returns ``(registrant, "")`` to accept, ``(None, reason)`` to drop."""
+    src = str(ip_address(outer_src))
+    named = _locator_addresses(register.records)
+    known = {str(ip_address(str(a))) for a in members} | {str(ip_address(str(a))) for a in seeds}
+    if src not in known:
+        announces = bool(register.records) and all(r.prefix.is_multicast for r in register.records)
+        if not (announces and named == [src]):
+            return None, "replica-not-member"
+    if src in named:
+        return src, ""
+    same = [a for a in named if ip_address(a).version == ip_address(src).version]
+    return (same[0] if same else src), ""

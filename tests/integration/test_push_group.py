@@ -299,3 +299,33 @@ def test_replicated_map_registers_decode_in_wireshark_as_lisp_data(group, tmp_pa
         assert (iid[0] if isinstance(iid, list) else iid) == 0xFFFFFF
         t = r.get("lisp.type")
         assert (t[0] if isinstance(t, list) else t) == 3, r  # a Map-Register inside
+
+
+def test_replicas_only_from_members(group):
+    """A replicated Map-Register (validly sealed) from a non-member address is
+    dropped and counted; the same shape from a member is stored."""
+    import socket
+    from ipaddress import ip_address
+    from common.wire.datahdr import encapsulate_replica
+
+    def send(src: str, eid: str) -> None:
+        reg = seal(MapRegister(time.time_ns(), (record(f"[0]{eid}", rlocs=(src,)),), 0, 2,
+                               proxy_reply=True, xtr_id=os.urandom(16), site_id=bytes(8)),
+                   KEY.encode())
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((src, 0))
+            s.sendto(encapsulate_replica(reg, ip_address(src), ip_address(GROUP)), (rloc(2), 4341))
+        finally:
+            s.close()
+
+    def dropped() -> int:
+        return group[2].counters().get("dataplane:0", {}).get("dropped.replica-not-member", 0)
+
+    before = dropped()
+    send("127.0.50.66", "10.50.166.0/24")            # not a member, not a seed
+    poll(lambda: dropped() > before, 10, 0.2, what="the non-member's replica counted")
+    send(rloc(3), "10.50.103.0/24")                   # a member
+    poll(lambda: "[0]10.50.103.0/24" in {r["eid"] for r in group[2].registrations()}, 10, 0.2,
+         what="the member's replica stored")
+    assert "[0]10.50.166.0/24" not in {r["eid"] for r in group[2].registrations()}

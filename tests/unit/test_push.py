@@ -47,3 +47,48 @@ def test_members_are_the_union_of_the_merged_rles_lowest_level():
                                                      xtr_id=b"\x07" * 16, registrant="::1",
                                                      rle=[["fd00::1", 128]]))
     assert members_of(t.exact(v6)) == [str(IPv6Address("fd00::1"))]
+
+
+# -- replica_verdict: who may replicate to us, and as whose (issue 13) ----------------
+
+def _register(eid: str, rlocs: tuple) -> object:
+    from tests.unit.msfixtures import record
+    from common.wire.register import MapRegister
+    from common.wire.auth import seal
+    reg = seal(MapRegister(1, (record(eid, rlocs=rlocs),), 0, 2, xtr_id=b"\x02" * 16,
+                           site_id=bytes(8)), b"k")
+    return decode_message(reg)
+
+
+MEMBERS = ["127.0.50.1", "127.0.50.2", "127.0.50.3"]
+SEEDS = ["127.0.50.9"]
+
+
+def test_replica_from_a_non_member_is_dropped():
+    from common.decent.push import replica_verdict
+    reg = _register("[0]10.50.7.0/24", ("127.0.50.66",))
+    assert replica_verdict(reg, "127.0.50.66", MEMBERS, SEEDS) == (None, "replica-not-member")
+    # a member's old Map-Register replayed by someone else: dropped too
+    old = _register("[0]10.50.2.0/24", ("127.0.50.2",))
+    assert replica_verdict(old, "127.0.50.66", MEMBERS, SEEDS) == (None, "replica-not-member")
+
+
+def test_replica_from_a_member_or_seed_is_accepted_as_its_records_say():
+    from common.decent.push import replica_verdict
+    reg = _register("[0]10.50.2.0/24", ("127.0.50.2",))
+    assert replica_verdict(reg, "127.0.50.2", MEMBERS, SEEDS) == ("127.0.50.2", "")
+    # the registrant is from the records, whatever inner source the sender wrote:
+    # a member relaying another RLOC's registration names that RLOC
+    other = _register("[0]10.50.5.0/24", ("10.9.9.9", "127.0.50.5"))
+    assert replica_verdict(other, "127.0.50.9", MEMBERS, SEEDS) == ("10.9.9.9", "")
+    assert replica_verdict(other, "127.0.50.1", MEMBERS, SEEDS) == ("10.9.9.9", "")
+
+
+def test_a_joiner_may_announce_only_its_own_membership():
+    from common.decent.push import replica_verdict
+    mine = decode_message(membership_register(0, "224.50.0.1", IPv4Address("127.0.50.77"),
+                                              nonce=5, key_id=0, alg_id=2, secret=b"k",
+                                              xtr_id=b"\x01" * 16, site_id=bytes(8)))
+    assert replica_verdict(mine, "127.0.50.77", MEMBERS, SEEDS) == ("127.0.50.77", "")
+    # someone else's announcement, replayed from elsewhere: dropped
+    assert replica_verdict(mine, "127.0.50.66", MEMBERS, SEEDS) == (None, "replica-not-member")
