@@ -8,13 +8,15 @@ bus's PUSH).  ZeroMQ's PUSH hands each message to exactly one connected PULL pee
 once: a datagram queued to a worker that dies is lost, and the LISP exchange it
 belongs to retransmits.
 
-Message: two frames, ``[meta, payload]``; ``meta`` is msgpack
+Message: pairs of frames, ``[meta, payload, meta, payload, ...]`` (one pair per
+datagram; a producer may batch many datagrams into one message); ``meta`` is msgpack
 ``[version, dst_addr, dst_port, src_addr or nil]`` (addresses as text), ``payload``
 the UDP payload as is.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
@@ -47,8 +49,19 @@ def encode(d: Datagram) -> list[bytes]:
 def decode(frames: Sequence[bytes]) -> Datagram:
     if len(frames) != 2:
         raise SendqError(f"expected 2 frames, got {len(frames)}")
+    return _decode_pair(frames[0], frames[1])
+
+
+def decode_many(frames: Sequence[bytes]) -> list[Datagram]:
+    """Every datagram of a (batched) message."""
+    if not frames or len(frames) % 2:
+        raise SendqError(f"expected pairs of frames, got {len(frames)}")
+    return [_decode_pair(frames[i], frames[i + 1]) for i in range(0, len(frames), 2)]
+
+
+def _decode_pair(meta_frame: bytes, payload: bytes) -> Datagram:
     try:
-        meta = msgpack.unpackb(frames[0], raw=False)
+        meta = msgpack.unpackb(meta_frame, raw=False)
     except Exception as exc:
         raise SendqError(f"meta: bad msgpack ({type(exc).__name__})") from None
     if not isinstance(meta, list) or len(meta) < 4 or not isinstance(meta[0], int):
@@ -57,7 +70,7 @@ def decode(frames: Sequence[bytes]) -> Datagram:
     if not isinstance(dst, str) or isinstance(port, bool) or not isinstance(port, int) \
             or not 0 < port < 65536 or not (src is None or isinstance(src, str)):
         raise SendqError("meta: bad address or port")
-    return Datagram(dst, port, bytes(frames[1]), src)
+    return Datagram(dst, port, bytes(payload), src)
 
 
 class SendQueue:
@@ -74,24 +87,33 @@ class SendQueue:
         self._hwm = hwm
         self._push: zmq.Socket | None = None
         self._pull: AsyncSocket | None = None
+        self._ready: deque[Datagram] = deque()
 
     def send(self, dst_addr: str, dst_port: int, payload: bytes,
              src_addr: str | None = None) -> bool:
         """Queue one datagram to be sent once from port 4342.  Never blocks: when the
         queue is full (no worker pulling) it counts ``dropped.sendq-full``, returns False."""
+        return self.send_many([Datagram(dst_addr, dst_port, bytes(payload), src_addr)])
+
+    def send_many(self, datagrams: Sequence[Datagram]) -> bool:
+        """Queue datagrams as one message (one worker sends them all)."""
+        if not datagrams:
+            return True
         if self._push is None:
             s = self._zctx.socket(zmq.PUSH)
             s.setsockopt(zmq.SNDHWM, self._hwm)
             s.setsockopt(zmq.LINGER, 500)
             s.connect(self._endpoints.sendq_in)
             self._push = s
+        frames: list[bytes] = []
+        for d in datagrams:
+            frames += encode(d)
         try:
-            self._push.send_multipart(encode(Datagram(dst_addr, dst_port, bytes(payload),
-                                                      src_addr)), zmq.NOBLOCK)
+            self._push.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
-            self._counters.drop("sendq-full", f"to {dst_addr}:{dst_port}")
+            self._counters.drop("sendq-full", f"{len(datagrams)} datagram(s), e.g. to {datagrams[0].dst_addr}")
             return False
-        self._counters.inc("sendq.queued")
+        self._counters.inc("sendq.queued", len(datagrams))
         return True
 
     async def recv(self) -> Datagram:
@@ -102,12 +124,13 @@ class SendQueue:
             s.setsockopt(zmq.LINGER, 0)
             s.connect(self._endpoints.sendq_out)
             self._pull = AsyncSocket(s)
-        while True:
+        while not self._ready:
             frames = await self._pull.recv_multipart()
             try:
-                return decode(frames)
+                self._ready.extend(decode_many(frames))
             except SendqError as exc:
                 self._counters.drop("bad-sendq", str(exc))
+        return self._ready.popleft()
 
     def __aiter__(self) -> AsyncIterator[Datagram]:
         return self._iterate()

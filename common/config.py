@@ -185,6 +185,8 @@ class MapResolverSection:
 class MapServerSection:
     proxy_reply_ttl: int     # minutes
     sync: str                # SQLite synchronous: "normal" | "full"
+    register_rate: float = 1000.0    # Map-Registers/s per source address, checked before the HMAC
+    register_burst: float = 2000.0
 
 
 @dataclass(frozen=True)
@@ -940,9 +942,18 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
                                                          f"({getattr(mr_sec, lim):g})")
         if mr_sec.rate_slots & (mr_sec.rate_slots - 1):
             raise ConfigError("map_resolver.rate_slots", f"{mr_sec.rate_slots} is not a power of two")
-        ms = _Table(top.data.get("map_server", {}), "map_server", ("proxy_reply_ttl", "sync"))
+        ms = _Table(top.data.get("map_server", {}), "map_server",
+                    ("proxy_reply_ttl", "sync", "register_rate", "register_burst"))
         ms_sec = MapServerSection(ms.get("proxy_reply_ttl", _int(0, 0xFFFFFFFF), 1440),
-                                  ms.get("sync", _choice(SYNC_MODES), "normal"))
+                                  ms.get("sync", _choice(SYNC_MODES), "normal"),
+                                  ms.get("register_rate", _positive, 1000.0),
+                                  ms.get("register_burst", _positive, 2000.0))
+        for k in ("register_rate", "register_burst"):
+            if getattr(ms_sec, k) > 10_000_000:
+                raise ConfigError(f"map_server.{k}", f"{getattr(ms_sec, k):g} is not a sane rate "
+                                                     f"(at most 10,000,000 per second)")
+        if ms_sec.register_burst < 1:
+            raise ConfigError("map_server.register_burst", "must be at least 1")
         etr = _etr(top.data.get("etr", {}), roles, decent.mode)
         own_map_server(node, roles, sites, maps, etr, ConfigError)
         itr = _itr(top.data.get("itr", {}), node)

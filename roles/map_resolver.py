@@ -31,10 +31,14 @@ from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
-from roles.hostfiles import UnsafePath, open_private, private_dir
 from roles.runtime import RefuseToStart, RoleContext, run_role
+from roles.hostfiles import UnsafePath, open_private, private_dir
 from roles.sites import shard_for, site_lookup
+from common.machines.shun import Shun
+from roles.kernelshun import KernelShun
+from roles.regbatch import RegisterBatcher
 from roles.udp import handler_error
+
 
 class AddressInUse(Exception):
     pass
@@ -43,13 +47,12 @@ class AddressInUse(Exception):
 def lock_rloc(lock_dir: str, addr: str, port: int, owner: str) -> int:
     """Hold this node's claim on addr:port for the life of the process.
 
-    The first worker of a node takes the lock exclusively and writes the node's
-    identity, then downgrades to shared; its siblings join with a shared lock after
-    checking the identity.  Another node's worker finds a different identity.
-
     The lock files live in ``lock_dir`` (the node's private ``<state_dir>/locks``,
     see :func:`roles.hostfiles.private_dir`) and are opened without following a
-    symlink (:class:`roles.hostfiles.UnsafePath` otherwise)."""
+    symlink (:class:`roles.hostfiles.UnsafePath` otherwise).
+    The first worker of a node takes the lock exclusively and writes the node's
+    identity, then downgrades to shared; its siblings join with a shared lock after
+    checking the identity.  Another node's worker finds a different identity."""
     path = os.path.join(lock_dir, f"{addr.replace(':', '_')}-{port}.lock")
     fd = open_private(path)
     deadline = time.monotonic() + 2.0
@@ -78,8 +81,11 @@ def lock_rloc(lock_dir: str, addr: str, port: int, owner: str) -> int:
 
 
 class Worker(asyncio.DatagramProtocol):
-    def __init__(self, ctx: RoleContext, resolver: Resolver, local: str) -> None:
+    def __init__(self, ctx: RoleContext, resolver: Resolver, local: str, registers=None) -> None:
         self.ctx, self.resolver, self.local = ctx, resolver, local
+        self.registers = registers      # roles.regbatch.RegisterBatcher
+        self.shun = Shun()              # common.machines.shun: early drop of flooding sources
+        self.kernel = None              # roles.kernelshun.KernelShun on an IPv4 socket
         self.transport = None
 
     def connection_made(self, transport) -> None:
@@ -94,8 +100,19 @@ class Worker(asyncio.DatagramProtocol):
     def _datagram(self, data: bytes, addr) -> None:
         c = self.ctx.counters
         c.inc("received")
+        now = time.monotonic()
+        if self.shun.blocked(addr[0], now):   # a source flooding us with what we drop
+            c.inc("dropped.shunned")
+            if self.kernel is not None and self.kernel.shun(addr[0], now):
+                c.inc("shun.kernel")          # from now on dropped before it is queued
+            return
         src = (addr[0], addr[1])
-        for a in self.resolver.handle(data, src, self.local, time.monotonic()):
+        if data and data[0] >> 4 == 3 and self.registers is not None:
+            # the edge gate, then batched to the shard
+            if not self.registers.offer(data, src):
+                self.shun.bad(addr[0], now)
+            return
+        for a in self.resolver.handle(data, src, self.local, now):
             if isinstance(a, Send):
                 self.transport.sendto(a.data, (a.dst, a.port))
                 c.inc("answered" if a.what.endswith("reply") else "forwarded")
@@ -108,6 +125,7 @@ class Worker(asyncio.DatagramProtocol):
                 c.inc(f"punted.{kind}")
             elif isinstance(a, Drop):
                 c.drop(a.reason, f"from {src[0]}:{src[1]}: {a.detail}")
+                self.shun.bad(addr[0], now)
 
     def error_received(self, exc) -> None:
         self.ctx.counters.drop("socket-error", repr(exc))
@@ -205,15 +223,20 @@ async def main(ctx: RoleContext) -> None:
         except asyncio.TimeoutError:
             ctx.log.warning("replica not in sync yet; not serving UDP %d", port)
     loop = asyncio.get_running_loop()
-    transports = {}
+    registers = RegisterBatcher(ctx, cfg)
+    transports, workers = {}, []
     for rloc in cfg.node.rlocs:
         fam = socket.AF_INET6 if rloc.version == 6 else socket.AF_INET
         sock = socket.socket(fam, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((str(rloc), port))
-        tr, _ = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r), sock=sock)
+        tr, proto = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r, registers),
+                                                        sock=sock)
         transports[str(rloc)] = tr
+        if rloc.version == 4:
+            proto.kernel = KernelShun(tr.get_extra_info("socket").fileno())
+        workers.append(proto)
     ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
 
     async def send_queued() -> None:
@@ -229,6 +252,13 @@ async def main(ctx: RoleContext) -> None:
             ctx.counters.inc("sendq.sent")
 
     ctx.spawn(send_queued(), name="sendq")
+
+    def release_shuns() -> None:
+        now = time.monotonic()
+        for w in workers:
+            if w.kernel is not None:
+                w.kernel.tick(now)
+    ctx.every(0.5, release_shuns, name="shun-release")
     try:
         await asyncio.Event().wait()
     finally:

@@ -20,6 +20,7 @@ import time
 
 from bus import topics
 from bus.clone import CloneWriter
+from bus.sendq import Datagram
 from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles.ms_store import RegistrationStore
@@ -67,19 +68,40 @@ async def main(ctx: RoleContext) -> None:
         ctx.sendq.send(dst, port, data)
         ctx.counters.inc("map-notify.sent" if data[0] >> 4 == 4 else "sent")
 
+    def items_of(body) -> list:
+        """(data, src, coverage, remaining) per Map-Register of a punted message: a
+        worker's batch (MAC checked at its edge gate) or one datagram (dataplane)."""
+        if isinstance(body.get("batch"), list):
+            out = []
+            for it in body["batch"]:
+                data, addr, port, cov = it
+                out.append((bytes(data), (str(addr), int(port)), cov if cov in ("all", "records") else None,
+                            None))
+            return out
+        remaining = body.get("remaining")
+        addr, port = body["src"]
+        return [(bytes(body["data"]), (str(addr), int(port)), None,
+                 None if remaining is None else max(0.0, float(remaining)))]
+
     def on_register(_topic, _header, body) -> None:
-        ctx.counters.inc("received")
         try:
-            data, (addr, port) = bytes(body["data"]), body["src"]
-            remaining = body.get("remaining")
-            remaining = None if remaining is None else max(0.0, float(remaining))
-        except (KeyError, TypeError, ValueError):
+            items = items_of(body)
+        except (KeyError, TypeError, ValueError, AttributeError):
             ctx.counters.drop("bad-punt", "rx.map-register body")
             return
-        now = time.monotonic()
-        # durable first, then memory, then the replicas, then the acknowledgement
-        res = ms.handle_register(data, (addr, int(port)), now, commit=store.apply, send=send,
-                                 publish=publish, remaining=remaining)
+        ctx.counters.inc("received", len(items))
+        out = []
+        # memory and store together (one transaction), then the replicas, then the
+        # acknowledgements: a group commit
+        results = ms.handle_batch(items, time.monotonic(), commit=store.apply, publish=publish,
+                                  send=lambda d, p, x: out.append(Datagram(d, p, x)))
+        if out:
+            ctx.sendq.send_many(out)
+            ctx.counters.inc("map-notify.sent", sum(1 for d in out if d.payload[0] >> 4 == 4))
+        for (_data, (addr, _port), _c, _r), res in zip(items, results):
+            account(res, addr)
+
+    def account(res, addr: str) -> None:
         if not res.accepted:
             detail = f"from {addr} (site {res.site or '-'})"
             if res.error:

@@ -180,10 +180,11 @@ class MapServer:
             res.notify = seal(notify, key.secret)
             res.notify_to = src
             template = res.notify
-        if (not res.changes and not res.refused and not res.warnings and remaining is None
-                and self.accept_index is None):
-            # a pure refresh: the next one with the same records takes the fast path
-            entries = tuple((k, self.table.get(k)) for k in res.expiry)
+        if (not res.refused and not res.warnings and not res.unsolicited and remaining is None
+                and self.accept_index is None and not any(c[0] == "delete" for c in res.changes)):
+            # the next Map-Register with the same records is a refresh: the fast path,
+            # as long as these entries stay the ones it meets
+            entries = tuple((k, overlay[k] if k in overlay else self.table.get(k)) for k in res.expiry)
             if all(e is not None for _, e in entries):
                 lives = tuple(at - now for at in res.expiry.values())
                 res.plan = (_refresh_key(data, coverage), (site.name, tuple(keys), entries, lives, template,

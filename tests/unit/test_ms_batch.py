@@ -154,3 +154,49 @@ def test_reseal_matches_seal():
     from tests.unit.msfixtures import record
     t = seal(MapNotify(1, (record("[0]10.1.0.0/16"),), 0, 2, b""), KEY)
     assert reseal(t, 77, KEY, 2) == seal(MapNotify(77, (record("[0]10.1.0.0/16"),), 0, 2, b""), KEY)
+
+
+# -- shunning a flooding source ----------------------------------------------------------
+
+def test_shun_blocks_a_source_after_its_bad_burst_and_lets_it_back():
+    from common.machines.shun import Shun
+    s = Shun(rate=10.0, burst=5.0, max_sources=100)
+    assert not s.blocked("10.0.0.1", 0)
+    for _ in range(5):
+        s.bad("10.0.0.1", 0)
+    assert s.blocked("10.0.0.1", 0) and not s.blocked("10.0.0.2", 0)
+    assert not s.blocked("10.0.0.1", 0.2)          # refilled two tokens
+    for i in range(1000):
+        s.bad(f"10.1.{i >> 8}.{i & 255}", 0)
+    assert len(s._b) == 100                          # bounded
+
+
+def test_kernel_filter_drops_only_the_shunned_source():
+    import socket
+
+    from roles.kernelshun import KernelShun
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        r.bind(("127.0.78.1", 0))
+        a.bind(("127.0.78.2", 0))
+        b.bind(("127.0.78.3", 0))
+        r.settimeout(0.3)
+        k = KernelShun(r.fileno(), hold=1.0)
+        assert k.shun("127.0.78.2", 0) and k.error is None
+        a.sendto(b"a", r.getsockname())
+        b.sendto(b"b", r.getsockname())
+        got = []
+        try:
+            while True:
+                got.append(r.recv(16))
+        except socket.timeout:
+            pass
+        assert got == [b"b"]
+        assert k.tick(0.5) == 0 and k.tick(1.5) == 1
+        a.sendto(b"a", r.getsockname())
+        assert r.recv(16) == b"a"
+    finally:
+        for s in (r, a, b):
+            s.close()
