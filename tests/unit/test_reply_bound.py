@@ -19,11 +19,11 @@ PROXY16 = IPv4Network("10.1.0.0/16")
 MORE = ("192.0.2.9",)        # the /32s' locator, distinct from the /16's 192.0.2.1
 
 
-def build(n_specific=300, mtu=1400, stride=211):
+def build(n_specific=300, mtu=1400, stride=211, first=1):
     """A proxy /16 (may hold more-specifics) and ``n_specific`` proxy /32s inside it."""
     ms = MapServer([site(prefixes=(("[0]10.1.0.0/16", True), ("[0]2001:db8:1::/48", False)))])
     assert ms.handle_register(register(["[0]10.1.0.0/16"], nonce=1, proxy=True), SRC, 0).accepted
-    hosts = [PROXY16.network_address + 1 + (i * stride) % 65534 for i in range(n_specific)]
+    hosts = [PROXY16.network_address + first + (i * stride) % 65534 for i in range(n_specific)]
     assert len(set(hosts)) == n_specific
     for b in range(0, n_specific, 50):
         specs = [f"[0]{h}/32" for h in hosts[b:b + 50]]
@@ -99,12 +99,32 @@ def test_256_more_specifics_never_overflow_the_record_count():
     check_one(m, IPv4Address("10.1.255.254"), hosts)
 
 
-def test_prefix_request_carved_for_its_first_address():
-    _, r, hosts = build()
+@pytest.mark.parametrize("first", [0, 1])
+def test_prefix_request_carved_for_its_first_address(first):
+    # first=0: the /16's first address is itself a registered /32: that is the answer
+    _, r, hosts = build(first=first)
     data = ecm_request("[0]10.1.0.0/16")
     [a] = r.handle(data, SRC, "127.0.0.1", 0)
     m = decode_message(a.data)
     check_one(m, IPv4Address("10.1.0.0"), hosts)
+
+
+def test_a_match_that_fits_alone_is_carved_when_the_rest_of_the_reply_is_full():
+    from common.wire.ecm import Ecm
+    from common.wire.ipudp import IpUdp
+    from common.wire.messages import MapRequest, RequestRecord, encode_message
+    _, r, hosts = build(n_specific=5)
+    whole = len(answer(r, "10.1.255.254")[2]) - 12     # the /16 and its 5 more-specifics
+    _, r, hosts = build(n_specific=300)
+    carved = len(answer(r, "10.1.255.254")[2]) - 12    # one carved record
+    _, r, hosts = build(n_specific=5, mtu=28 + 12 + whole + carved)
+    addrs = [IPv4Address("10.1.255.254"), IPv4Address("10.1.255.250")]
+    req = MapRequest(9, (IPv4Address("127.0.0.1"),), tuple(RequestRecord(a, 32) for a in addrs))
+    data = encode_message(Ecm(req, IpUdp(IPv4Address("127.0.0.1"), addrs[0], 40000, 4342)))
+    [send] = r.handle(data, SRC, "127.0.0.1", 0)
+    m = decode_message(send.data)
+    assert len(m.records) == 7 and 28 + len(send.data) <= r.mtu
+    check_one(MapReply(9, m.records[6:]), addrs[1], hosts)
 
 
 @pytest.mark.parametrize("mtu", [200, 1400])
