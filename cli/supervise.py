@@ -283,6 +283,7 @@ def exec_supervisord(conf: str) -> None:
     supervisord, and so does `decent down` (over XML-RPC).  Does not return."""
     argv = _supervisord_argv() + ["-n", "-c", conf]
     os.chdir(REPO_ROOT)
+    os.umask(PRIVATE_UMASK)   # supervisord applies umask=077 only when it daemonizes
     os.execv(argv[0], argv)
 
 
