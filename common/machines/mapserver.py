@@ -28,6 +28,7 @@ registrant, ``warn`` accepts and counts it, ``off`` ignores nonces.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from dataclasses import dataclass, field, replace
 
@@ -42,6 +43,11 @@ from common.machines.regtable import Entry, RegistrationTable, entry_from_value,
 from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
 __all__ = ["MapServer", "RegisterResult", "SiteKey", "SitePolicy", "SiteTable", "site_covering"]
+
+# warn policy: a byte-identical Map-Register accepted within this window is a replay;
+# the last REPLAY_MEMORY messages of each registrant are remembered (memory only)
+REPLAY_WINDOW = 24 * 3600.0
+REPLAY_MEMORY = 64
 
 # unsolicited Map-Notify retransmission (WIRE-FORMAT 7): 3 at 3 s, then 3 doubling
 NOTIFY_RETRIES = (3.0, 3.0, 3.0, 6.0, 12.0, 24.0)
@@ -67,6 +73,7 @@ class RegisterResult:
     unsolicited: list = field(default_factory=list)  # (address, port, nonce, bytes)
     error: str = ""
     plan: tuple | None = None        # (cache key, refresh plan) for the fast path
+    digest: bytes | None = None      # of the message, remembered per registrant (warn policy)
 
     @property
     def nonce_key(self) -> str | None:   # the first (compatibility with single-key callers)
@@ -99,6 +106,7 @@ class MapServer:
         self.pending: dict[int, list] = {}   # nonce -> [dst, port, data, attempt, next_at, site]
         self.stats: dict[str, dict] = {n: {"last_accepted": None, "refused": {}} for n in self.sites}
         self._plans: dict[bytes, tuple] = {}   # refresh fast path (derived; see _refresh)
+        self.seen: dict[str, dict[bytes, float]] = {}   # warn: digests accepted per registrant
 
     # -- site lookup --------------------------------------------------------------
     def site_for(self, eid: Eid) -> tuple[SitePolicy | None, bool]:
@@ -153,9 +161,17 @@ class MapServer:
             keys = list(dict.fromkeys(f"{site.name}|{msg.key_id}|p:{format_eid(e)}"
                                       for e in eids if e.is_ip))
         lasts = [self.nonces[k] for k in keys if k in self.nonces]
+        if site.nonce_policy == "warn":
+            res.digest = _digest(data)
         if site.nonce_policy != "off" and lasts and msg.nonce <= max(lasts):
             if site.nonce_policy == "strict":
                 return RegisterResult(False, "replayed-nonce", site=site.name)
+            # warn: a peer whose nonces do not increase is accepted, but never the same
+            # message twice within the replay window
+            for k in keys:
+                at = self.seen.get(k, {}).get(res.digest)
+                if at is not None and now - at < REPLAY_WINDOW:
+                    return RegisterResult(False, "replayed-message", site=site.name)
             res.warnings.append("nonce-not-increasing")
         overlay: dict[str, Entry | None] = {}     # this message's own earlier records
         accepted = []
@@ -212,6 +228,8 @@ class MapServer:
                 if last is not None and nonce <= last:
                     return None      # the full path refuses or warns, with its reasons
         res = RegisterResult(True, site=site_name, nonce=nonce, registrant=registrant)
+        if site.nonce_policy == "warn":
+            res.digest = _digest(data)
         res.nonces = dict.fromkeys(keys, nonce)
         res.expiry = {k: now + life for (k, _e), life in zip(entries, lives)}
         if template is not None:
@@ -330,6 +348,12 @@ class MapServer:
         for key, at in res.expiry.items():
             self._arm(key, at)
         self.nonces.update(res.nonces)
+        if res.digest is not None:
+            for k in res.nonces:
+                ring = self.seen.setdefault(k, {})
+                ring[res.digest] = now
+                if len(ring) > REPLAY_MEMORY:
+                    del ring[next(iter(ring))]
         for dst, port, nonce, data in res.unsolicited:
             self.pending[nonce] = [dst, port, data, 0, now + NOTIFY_RETRIES[0], res.site]
         if res.unsolicited:
@@ -540,6 +564,10 @@ class MapServer:
 def site_covering(sites, eid: Eid) -> SitePolicy | None:
     """The site with the most specific configured prefix covering ``eid``."""
     return SiteTable(sites).site_of(eid)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:16]
 
 
 def _refresh_key(data: bytes, coverage: str) -> bytes:

@@ -57,10 +57,14 @@ def test_replay_policies():
     for policy, accepted in (("strict", False), ("warn", True), ("off", True)):
         ms = MapServer([site(policy=policy)])
         assert ms.handle_register(register(["[0]10.1.0.0/16"], nonce=10), SRC, 0).accepted
-        r = ms.handle_register(register(["[0]10.1.0.0/16"], nonce=10), SRC, 1)
+        # the same nonce in a different message (another RLOC)
+        r = ms.handle_register(register(["[0]10.1.0.0/16"], nonce=10, rlocs=("192.0.2.7",)), SRC, 1)
         assert r.accepted is accepted, policy
         if policy == "warn":
             assert "nonce-not-increasing" in r.warnings
+        # the same bytes again: a replay under strict and warn, accepted under off
+        again = ms.handle_register(register(["[0]10.1.0.0/16"], nonce=10), SRC, 2)
+        assert again.accepted is (policy == "off"), policy
     ms = server()
     ms.handle_register(register(["[0]10.1.0.0/16"], nonce=10), SRC, 0)
     assert ms.handle_register(register(["[0]10.1.0.0/16"], nonce=11), SRC, 1).accepted

@@ -452,3 +452,20 @@ def test_the_mutation_check_still_applies():
     assert len(mod.MUTANTS) >= 20
     stale = [name for name, path, old, _new in mod.MUTANTS if old not in (root / path).read_text()]
     assert stale == []
+
+
+def test_warn_refuses_a_byte_identical_replay_but_accepts_fresh_non_increasing_nonces():
+    """Issue 10 (warn): random or repeated nonces are accepted and counted, but a copy
+    of a message accepted within the last 24 hours is a replay."""
+    ms = MapServer([site(policy="warn")])
+    old = register(["[0]10.1.0.0/16"], nonce=50, rlocs=("192.0.2.1",))
+    assert ms.handle_register(old, SRC, 0).accepted
+    newer = register(["[0]10.1.0.0/16"], nonce=7, rlocs=("192.0.2.2",))      # random nonce, fresh
+    r = ms.handle_register(newer, SRC, 1)
+    assert r.accepted and "nonce-not-increasing" in r.warnings
+    r = ms.handle_register(old, ("127.0.0.99", 9), 2)                        # the old one again
+    assert not r.accepted and r.reason == "replayed-message"
+    [e] = ms.table.exact(parse_eidspec("[0]10.1.0.0/16"))
+    assert str(e.locators[0].address) == "192.0.2.2"
+    # past the window it is only a non-increasing nonce again
+    assert ms.handle_register(old, SRC, 2 + 24 * 3600 + 1).accepted
