@@ -221,9 +221,9 @@ class DataPathShell:
     def _act(self, actions) -> None:
         for a in actions:
             if type(a) is Encap:
-                sock = self.raw.get(a.rloc.version)
+                sock = self.raw.get(4 if "." in a.dest else 6)
                 try:
-                    sock.sendto(a.segment, (str(a.rloc), 0))
+                    sock.sendto(a.segment, (a.dest, 0))
                 except (BlockingIOError, AttributeError):
                     self.dp._count("drop.send-blocked")
                 except OSError as exc:

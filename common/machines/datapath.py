@@ -61,6 +61,8 @@ UDP_HDR = 8
 OUTER_IP = {4: 20, 6: 40}
 MAPPING_SYSTEM = "mapping-system"
 _V6_MIN_MTU = 1280
+_UDP = struct.Struct("!HHHH")
+_HDR = struct.Struct("!II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Encap:
     rloc: object
     sport: int
     segment: bytes               # UDP header + LISP header + inner packet
+    dest: str = ""               # ``rloc`` as text, for the socket call
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +147,7 @@ def inner_fields(packet: bytes):
 
 def flow_hash(src: bytes, dst: bytes, proto: int, sport: int, dport: int) -> int:
     """A 32-bit hash of the inner 5-tuple (stable across processes and hosts)."""
-    return zlib.crc32(src + dst + bytes((proto,)) + struct.pack("!HH", sport, dport))
+    return zlib.crc32(b"%b%b%c%c%c%c%c" % (src, dst, proto, sport >> 8, sport & 255, dport >> 8, dport & 255))
 
 
 def source_port(h: int) -> int:
@@ -319,6 +322,7 @@ class DataPath:
         self._db = DataTable()
         for eid in database:
             self._db.set(Mapping(eid, (), ACT_NO_ACTION))
+        self._fast: dict[tuple, tuple] = {}   # (iid, dst) -> (mapping, tier, total weight)
         self._last_miss: dict[tuple, float] = {}
         self._queue: dict[tuple, list[bytes]] = {}
         self._queued = 0
@@ -334,9 +338,20 @@ class DataPath:
     # -- map-cache ---------------------------------------------------------------
     def set_mapping(self, m: Mapping) -> None:
         self.table.set(m)
+        self._fast.clear()
 
     def delete_mapping(self, eid: Eid) -> None:
         self.table.delete(eid)
+        self._fast.clear()
+
+    def _tier(self, m: Mapping) -> tuple:
+        """The usable RLOCs of the best priority as (Rloc, text) pairs, and their total weight."""
+        usable = [r for r in m.rlocs if r.reachable and r.priority < 255 and r.address.version in self.families]
+        if not usable:
+            return (), 0
+        best = min(r.priority for r in usable)
+        tier = tuple((r, str(r.address)) for r in usable if r.priority == best)
+        return tier, sum(r.weight for r, _ in tier)
 
     # -- ITR side ----------------------------------------------------------------
     def _header(self, iid: int) -> bytes:
@@ -353,7 +368,7 @@ class DataPath:
             w1 = ((iid & 0xFFFFFF) << 8) | (self.lsb if self.lsb_bit else 0)
         else:
             w1 = self.lsb if self.lsb_bit else 0
-        return struct.pack("!II", (flags << 24) | mid, w1)
+        return _HDR.pack((flags << 24) | mid, w1)
 
     def encapsulate(self, packet: bytes, iid: int, now: float) -> list:
         """The actions for one packet from the EID side of instance ``iid``."""
@@ -363,16 +378,31 @@ class DataPath:
         v, src, dst, proto, sport, dport, _ihl, df = f
         if v == 4 and dst[0] >= 224 or v == 6 and dst[0] == 0xFF:
             return self.drop("multicast")
-        m = self.table.lookup(iid, dst, now)
-        if m is None:
-            return self._miss(packet, iid, v, dst, now)
-        if m.negative or m.action == ACT_SEND_MAP_REQUEST and not m.rlocs:
+        fast = self._fast.get((iid, dst))
+        if fast is None or fast[0].expires <= now:
+            m = self.table.lookup(iid, dst, now)
+            if m is None:
+                return self._miss(packet, iid, v, dst, now)
+            if len(self._fast) > 65536:
+                self._fast.clear()
+            fast = self._fast[(iid, dst)] = (m,) + self._tier(m)
+        m, tier, total = fast
+        if m.negative:
             return self._negative(packet, m, iid)
-        h = flow_hash(src, dst, proto, sport, dport)
-        rloc = choose_rloc(m.rlocs, h, self.families)
-        if rloc is None:
+        if not tier:
             self._count("drop.no-usable-rloc")
             return self._icmp(packet, "unreachable", iid=iid)
+        h = flow_hash(src, dst, proto, sport, dport)
+        if len(tier) == 1:
+            rloc, dest = tier[0]
+        elif total == 0:
+            rloc, dest = tier[h % len(tier)]
+        else:  # by weight, the flow hash picking the point (as choose_rloc does)
+            point = h % total
+            for rloc, dest in tier:
+                if point < rloc.weight:
+                    break
+                point -= rloc.weight
         outer = OUTER_IP[rloc.address.version] + UDP_HDR + LISP_HDR
         if outer + len(packet) > self.underlay_mtu:
             if v == 6 or df:
@@ -383,16 +413,16 @@ class DataPath:
             if not frags:
                 return self.drop("cannot-fragment")
             self._count("fragmented")
-            return [self._encap(p, iid, rloc, h) for p in frags]
-        return [self._encap(packet, iid, rloc, h)]
+            return [self._encap(p, iid, rloc, dest, h) for p in frags]
+        return [self._encap(packet, iid, rloc, dest, h)]
 
-    def _encap(self, packet: bytes, iid: int, rloc: Rloc, h: int) -> Encap:
-        sport = source_port(h)
-        ulen = UDP_HDR + LISP_HDR + len(packet)
-        seg = struct.pack("!HHHH", sport, DATA_PORT, ulen, 0) + self._header(iid) + packet
-        self._count("encap.packets")
-        self._count("encap.bytes", len(packet))
-        return Encap(rloc.address, sport, seg)
+    def _encap(self, packet: bytes, iid: int, rloc: Rloc, dest: str, h: int) -> Encap:
+        sport = 0xC000 | ((h ^ (h >> 16)) & 0x3FFF)   # source_port(h)
+        seg = _UDP.pack(sport, DATA_PORT, UDP_HDR + LISP_HDR + len(packet), 0) + self._header(iid) + packet
+        c = self.counters
+        c["encap.packets"] = c.get("encap.packets", 0) + 1
+        c["encap.bytes"] = c.get("encap.bytes", 0) + len(packet)
+        return Encap(rloc.address, sport, seg, dest)
 
     def _negative(self, packet: bytes, m: Mapping, iid: int) -> list:
         if m.action in (ACT_NATIVELY_FORWARD, ACT_NO_ACTION, ACT_SEND_MAP_REQUEST):

@@ -214,3 +214,22 @@ def test_mapping_system_traffic_is_handed_back():
 
 def test_source_port_range():
     assert {source_port(h) >> 14 for h in (0, 1, 0xFFFFFFFF, 0x12345678)} == {3}
+
+
+def test_encapsulation_picks_what_choose_rloc_picks():
+    a = Rloc(IPv4Address("198.51.100.3"), 1, 75)
+    b = Rloc(IPv4Address("198.51.100.4"), 1, 25)
+    c = Rloc(IPv4Address("198.51.100.5"), 2, 100)
+    d = dp()
+    d.set_mapping(Mapping(eid("10.2.0.0/24"), (c, a, b)))
+    seen = set()
+    for p in range(200):
+        pkt = udp4("10.1.0.2", "10.2.0.9", sport=3000 + p)
+        [act] = d.encapsulate(pkt, 0, 0)
+        h = flow_hash(bytes([10, 1, 0, 2]), bytes([10, 2, 0, 9]), 17, 3000 + p, 2000)
+        assert act.rloc == choose_rloc((c, a, b), h).address and act.dest == str(act.rloc)
+        seen.add(act.rloc)
+    assert seen == {a.address, b.address}
+    # a changed mapping is used at once (the per-destination memo is dropped)
+    d.set_mapping(Mapping(eid("10.2.0.0/24"), (c,)))
+    assert d.encapsulate(udp4("10.1.0.2", "10.2.0.9"), 0, 0)[0].rloc == c.address
