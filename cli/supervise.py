@@ -338,6 +338,7 @@ def shutdown(cfg: NodeConfig, timeout: float) -> int | None:
     """
     pid = supervisord_pid(cfg)
     if pid is None:
+        remove_tun_devices(cfg)
         return None
     proxy = rpc(cfg)
     # The watchdog first, so it does not restart what is being stopped.
@@ -355,7 +356,19 @@ def shutdown(cfg: NodeConfig, timeout: float) -> int | None:
     if not wait_until(lambda: not pid_alive(pid), timeout, 0.1):
         raise UserError(f"supervisord (pid {pid}) still running after {timeout:g} s; "
                         f"see {supervisord_log(cfg)}", 1)
+    remove_tun_devices(cfg)
     return pid
+
+
+def remove_tun_devices(cfg: NodeConfig) -> list[str]:
+    """Delete the data path's persistent TUN devices (and so their routes)."""
+    names = cfg.dataplane.tun_names() if cfg.dataplane is not None and cfg.roles.dataplane else []
+    gone = []
+    for name in names:
+        r = subprocess.run(["ip", "link", "del", "dev", name], capture_output=True, timeout=10)
+        if r.returncode == 0:
+            gone.append(name)
+    return gone
 
 
 def restart_instance(cfg: NodeConfig, role: str, n: int, timeout: float) -> tuple[int, int]:

@@ -14,6 +14,11 @@
 * Late joiners: a member serves its stored Map-Registers over ZeroMQ CURVE on
   ``decent.snapshot_port``; a node that joins asks a member once and feeds each
   Map-Register to its own Map-Server, which verifies it like a fresh registration.
+
+With ``[[dataplane.interface]]`` configured the role is also the node's LISP data
+path (RFC 9300, :mod:`roles.tun`): packets from the TUN devices are encapsulated to
+the RLOCs of the map-cache replicated from the ``itr``, LISP data packets on 4341
+are decapsulated to the TUNs; only IID 0xFFFFFF traffic reaches push replication.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from common.decent.push import group_eid, members_from_reply, members_of, replic
 from common.machines.regtable import RegistrationTable
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
+from roles.tun import DataPathShell
 from roles.udp import guarded, open_sockets
 
 REPLICATE_TOPIC = topics.DP_REPLICATE
@@ -62,9 +68,14 @@ class _Data(asyncio.DatagramProtocol):
 async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
     push = cfg.decent.push
+    dpc = cfg.dataplane
     if push is None:
-        ctx.log.error('decent.mode is "%s", not "push": nothing to replicate', cfg.decent.mode)
+        if dpc is not None and dpc.interfaces:
+            return await data_path_only(ctx)
+        ctx.log.error('decent.mode is "%s", not "push", and no [[dataplane.interface]]: '
+                      'nothing to do', cfg.decent.mode)
         await asyncio.Event().wait()
+    shell = DataPathShell(ctx, dpc) if dpc is not None and dpc.interfaces else None
     group = ip_address(str(push.group))
     geid = group_eid(push.iid, group)
     mine = [r for r in cfg.node.rlocs if r.version == group.version] or list(cfg.node.rlocs)
@@ -116,6 +127,8 @@ async def main(ctx: RoleContext) -> None:
 
     def on_data(data: bytes, addr) -> None:
         ctx.counters.inc("received")
+        if shell is not None and shell.on_datagram(data, addr):
+            return
         try:
             _h, ip, reg = decapsulate_replica(data)
         except DecodeError as exc:
@@ -148,6 +161,8 @@ async def main(ctx: RoleContext) -> None:
         sock.bind((str(r), cfg.node.data_port))
         tr, _ = await loop.create_datagram_endpoint(lambda: _Data(guarded(on_data, ctx.counters)), sock=sock)
         data_tr[r.version] = tr
+    if shell is not None:
+        shell.start({v: tr.get_extra_info("socket") for v, tr in data_tr.items()})
 
     def on_replicate(_t, _h, body) -> None:
         state["replicate_seen"] = True
@@ -346,6 +361,36 @@ async def main(ctx: RoleContext) -> None:
         for tr in data_tr.values():
             tr.close()
         ctl_tr.close()
+        if shell is not None:
+            shell.close()
+
+
+async def data_path_only(ctx: RoleContext) -> None:
+    """The data path without push replication (decent.mode "none" or "pull")."""
+    cfg = ctx.cfg
+    shell = DataPathShell(ctx, cfg.dataplane)
+    loop = asyncio.get_running_loop()
+
+    def on_data(data: bytes, addr) -> None:
+        ctx.counters.inc("received")
+        if not shell.on_datagram(data, addr):
+            ctx.counters.drop("mapping-system-not-push", f"IID 0xFFFFFF from {addr[0]}")
+
+    transports = {}
+    for r in cfg.node.rlocs:
+        fam = socket.AF_INET6 if r.version == 6 else socket.AF_INET
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.bind((str(r), cfg.node.data_port))
+        tr, _ = await loop.create_datagram_endpoint(lambda: _Data(guarded(on_data, ctx.counters)), sock=sock)
+        transports[r.version] = tr
+    await ctx.bus.ready(timeout=5.0)
+    shell.start({v: tr.get_extra_info("socket") for v, tr in transports.items()})
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for tr in transports.values():
+            tr.close()
+        shell.close()
 
 
 def _announces_membership(reg: bytes) -> bool:
