@@ -29,7 +29,7 @@ eid = "10.1.0.0/16"
 eid = "10.1.1.0/24"
 
 [etr]
-map_servers = [{{ address = "127.0.0.1", {ms_key} }}]
+map_servers = [{{ address = "127.0.0.9", {ms_key} }}]   # not this node
 """
 
 
