@@ -82,12 +82,15 @@ def eid_of(i: int) -> str:
     return f"[0]10.{64 + k}.{(j >> 8) & 255}.{j & 255}/32"
 
 
-def registers(n: int, base: int, *, rloc: str = "192.0.2.1", start: int = 0) -> list[bytes]:
-    """n sealed Map-Registers for registrations start.. start+n-1: registration i ->
-    site i % 8, its own xTR-ID; the k-th message has nonce base + k."""
+def registers(n: int, base: int, *, rloc: str = "192.0.2.1", start: int = 0, cycle: int | None = None) -> list[bytes]:
+    """n sealed Map-Registers for registrations start.. start+n-1 (or, with ``cycle``,
+    start + k % cycle: refreshes of the same ``cycle`` registrations, round after
+    round): registration i -> site i % 8, its own xTR-ID; the k-th message has nonce
+    base + k."""
     from tests.unit.msfixtures import register
     out = []
-    for k, i in enumerate(range(start, start + n)):
+    for k in range(n):
+        i = start + (k % cycle if cycle else k)
         name = NAMES[i % N_SITES]
         out.append(register([eid_of(i)], nonce=base + k, key=secret(name).encode(),
                             xtr=(i + 1).to_bytes(16, "big"), proxy=True, rlocs=(rloc,)))
@@ -202,7 +205,9 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
                 tfile, b = tnew, base
             else:
                 b = base + 10 ** 9
-                tfile = write_templates(BUILD / "reg-refresh.bin", registers(max(1, sent_new), b))
+                # enough refreshes for the whole run: the registered ones, round after round
+                tfile = write_templates(BUILD / "reg-refresh.bin",
+                                        registers(args.count, b, cycle=max(1, sent_new)))
             r = lispload_quiet(rloc, tfile, src=CLIENT, window=args.window, seconds=args.seconds,
                                raw=True, base=b, sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000,
                                watch=watch, attempts=1)  # a sealed Map-Register is sent once
@@ -223,7 +228,7 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
         for k, rate in enumerate(rates):
             n = int(rate * (args.seconds + 0.5)) + 10
             b = base + (2 + k) * 10 ** 9
-            tfile = write_templates(BUILD / "reg-sweep.bin", registers(min(n, max(1, sent_new)), b))
+            tfile = write_templates(BUILD / "reg-sweep.bin", registers(n, b, cycle=max(1, sent_new)))
             r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=b,
                          sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
             if r["cpu_pct"].get("not_ours", 0) > 15:
