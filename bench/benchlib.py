@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import struct
 import subprocess
 import sys
@@ -25,38 +24,18 @@ BUILD = BENCH / "build"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# the node harness and helpers the integration tests use (one copy of each)
+from tests.integration import harness  # noqa: E402
+from tests.integration.harness import CLI, pid_alive, udp_exchange  # noqa: E402,F401
+from tests.integration.harness import wait_for as poll  # noqa: E402,F401  (None on timeout)
+
 PY = sys.executable
-CLI = [PY, "-m", "cli.main"]
 
 
 # --------------------------------------------------------------------- helpers
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def poll(predicate, timeout: float, interval: float = 0.1):
-    """``predicate()`` until truthy (returned) or ``timeout`` s passed (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def rss_kib(pid: int) -> int | None:
@@ -287,10 +266,6 @@ def ecm_templates(eids, itr: str, nonce: int = 0x1122334455667788, sport: int = 
     return msgs, nonce_off, udp_off
 
 
-# one datagram, its first answer: the integration tests' helper
-from tests.integration.harness import udp_exchange  # noqa: E402,F401
-
-
 # ----------------------------------------------------------------------- nodes
 
 BENCH_TIMERS = """
@@ -302,91 +277,19 @@ snapshot_timeout = 30
 """
 
 
-class Node:
-    """A real node from a TOML body: ``decent up`` in a short /tmp state dir, ``down``.
+class Node(harness.Node):
+    """The integration tests' node (tests/integration/harness.py) with bench defaults:
+    long timers, log level warning, its directory removed by ``down``, and a failure
+    raising RuntimeError instead of failing a test."""
 
-    Use as a context manager; ``down`` also kills by PID anything of ours still alive.
-    """
+    TIMERS = BENCH_TIMERS
+    NODE_KEYS = 'log_level = "warning"'
+    DIR_PREFIX = "db"
+    UP_TIMEOUT = 120
+    KEEP_DIR = False
 
-    def __init__(self, name: str, rloc: str, body: str, *, timers: str = BENCH_TIMERS,
-                 keep_dir: bool = False) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="db", dir="/tmp"))
-        self.name, self.rloc = name, rloc
-        self.conf = self.dir / "node.toml"
-        self.state = self.dir / "st"
-        self.conf.write_text(f'[node]\nname = "{name}"\nrlocs = ["{rloc}"]\nstate_dir = "st"\n'
-                             f'log_level = "warning"\n{timers}\n{body}')
-        self.pids: set[int] = set()
-        self.keep_dir = keep_dir
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.down()
-
-    def decent(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(CLI + list(args) + ["-c", str(self.conf)], cwd=REPO,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def up(self, timeout: float = 120) -> None:
-        r = self.decent("up", "--timeout", str(timeout), timeout=timeout + 30)
-        self.remember()
-        if r.returncode != 0:
-            raise RuntimeError(f"decent up failed: {r.stderr.strip() or r.stdout.strip()}")
-
-    def down(self) -> None:
-        self.remember()
-        try:
-            self.decent("down", timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
-        pidfile = self.state / "supervisord.pid"
-        if pidfile.exists():
-            try:
-                self.pids.add(int(pidfile.read_text().strip() or 0))
-            except ValueError:
-                pass
-        for pid in self.pids:
-            if pid and pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if not self.keep_dir:
-            subprocess.run(["rm", "-rf", str(self.dir)], timeout=60)
-
-    def status(self) -> dict:
-        r = self.decent("status", "--json")
-        if r.returncode != 0:
-            return {}
-        roles = json.loads(r.stdout)["roles"]
-        self.pids.update(v["pid"] for v in roles.values() if v.get("pid"))
-        return roles
-
-    remember = status
-
-    def pid(self, instance: str) -> int | None:
-        return self.status().get(instance, {}).get("pid")
-
-    def counters(self) -> dict:
-        r = self.decent("counters", "--json", "--all")
-        return json.loads(r.stdout) if r.returncode == 0 else {}
-
-    def in_sync(self, workers: int, want_registrations: int | None = None) -> bool:
-        c = self.counters()
-        for w in range(workers):
-            x = c.get(f"map_resolver:{w}", {})
-            if not x.get("in_sync"):
-                return False
-            if want_registrations is not None and x.get("registrations", 0) < want_registrations:
-                return False
-        return True
-
-    def wait_in_sync(self, workers: int, want_registrations: int | None = None,
-                     timeout: float = 60) -> bool:
-        return bool(poll(lambda: self.in_sync(workers, want_registrations), timeout, 0.3))
-
-    def log_tail(self, instance: str, n: int = 20) -> str:
-        r = self.decent("logs", instance, "-n", str(n))
-        return r.stdout
+    def fail(self, message: str) -> None:
+        raise RuntimeError(message)
 
 
 def site_block(name: str, secret: str, prefixes, more: bool = True, policy: str = "strict") -> str:

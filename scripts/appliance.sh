@@ -6,9 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 CFG=${1:-configs/appliance.toml}
-decent up -c "$CFG"
-echo
-decent status -c "$CFG"
+decent up -c "$CFG"     # prints the status table once every role is RUNNING
 echo
 # The ETR registers within a second or two of starting; wait for it (bounded).
 for i in $(seq 1 30); do
@@ -24,4 +22,5 @@ echo "\$ decent show registrations"
 decent show registrations -c "$CFG"
 echo
 echo "The appliance keeps running: try 'decent counters', 'decent restart map_server',"
-echo "'decent logs etr', and stop it with: .venv/bin/decent down"
+echo "'decent logs etr', the Prometheus metrics at http://127.0.0.1:9464/metrics,"
+echo "and stop it with: .venv/bin/decent down"

@@ -1,7 +1,9 @@
-"""Real nodes for integration tests: a TOML file, `decent up`, `decent down`.
+"""Real nodes on loopback: a TOML file, `decent up`, `decent down`; the one node
+harness of the integration tests and the bench programs (bench/benchlib.py subclasses
+:class:`Node` with its own defaults).
 
 Every node lives in a short temporary directory (ipc:// paths must fit 108 bytes),
-binds its own 127.x.y.z address, and is stopped by the test that started it: the
+binds its own 127.x.y.z address, and is stopped by the code that started it: the
 CLI first, then by PID anything of ours still alive.  Waits are bounded polls.
 """
 
@@ -38,22 +40,31 @@ snapshot_timeout = 2
 """
 
 
-def poll(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Call ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    """Call ``predicate`` until it returns something truthy (returned) or ``timeout``
+    seconds pass (None)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
+            return None
         time.sleep(interval)
+
+
+def poll(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Like :func:`wait_for`, but the test fails after ``timeout`` s."""
+    value = wait_for(predicate, timeout, interval)
+    if not value:
+        pytest.fail(f"{what} not met within {timeout} s")
+    return value
 
 
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):   # gone, or not ours
         return False
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as f:
@@ -63,32 +74,62 @@ def pid_alive(pid: int) -> bool:
 
 
 class Node:
-    def __init__(self, name: str, rloc: str, body: str, *, timers: str = FAST_TIMERS,
-                 node: str = "") -> None:
-        """``node``: more ``[node]`` keys (TOML lines)."""
-        self.dir = Path(tempfile.mkdtemp(prefix="dn", dir="/tmp"))
+    """A real node from a TOML body, in a short /tmp state directory.
+
+    ``node``: more ``[node]`` keys (TOML lines).  Also a context manager (``down`` on
+    exit).  Subclasses change the class defaults below."""
+
+    TIMERS = FAST_TIMERS
+    NODE_KEYS = ""            # [node] lines every node of this kind gets
+    DIR_PREFIX = "dn"
+    UP_TIMEOUT: float | None = None   # `decent up --timeout`; None: its default
+    KEEP_DIR = True           # False: `down` removes the directory
+
+    def __init__(self, name: str, rloc: str, body: str, *, timers: str | None = None,
+                 node: str = "", keep_dir: bool | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=self.DIR_PREFIX, dir="/tmp"))
         self.name, self.rloc = name, rloc
         self.conf = self.dir / "node.toml"
+        self.state = self.dir / "st"
+        keys = "".join(f"{x}\n" for x in (self.NODE_KEYS, node) if x)
         self.conf.write_text(f'[node]\nname = "{name}"\nrlocs = ["{rloc}"]\nstate_dir = "st"\n'
-                             f'{node}\n{timers}\n{body}')
+                             f'{keys}{self.TIMERS if timers is None else timers}\n{body}')
         self.pids: set[int] = set()
+        self.keep_dir = self.KEEP_DIR if keep_dir is None else keep_dir
+
+    def fail(self, message: str) -> None:
+        """A node that does not do what it must: the test fails."""
+        pytest.fail(message)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
 
     # -- CLI -------------------------------------------------------------------------
     def decent(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
         r = subprocess.run(CLI + list(args) + ["-c", str(self.conf)], cwd=REPO, capture_output=True,
                            text=True, timeout=timeout)
         if check and r.returncode != 0:
-            pytest.fail(f"decent {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
+            self.fail(f"decent {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
         return r
 
-    def up(self) -> None:
-        self.decent("up", check=True)
+    def up(self, timeout: float | None = None) -> None:
+        timeout = self.UP_TIMEOUT if timeout is None else timeout
+        args = ("up",) if timeout is None else ("up", "--timeout", str(timeout))
+        r = self.decent(*args, timeout=120 if timeout is None else timeout + 30)
         self.remember()
+        if r.returncode != 0:
+            self.fail(f"decent up exited {r.returncode}: {r.stderr.strip() or r.stdout.strip()}")
 
     def down(self) -> None:
         self.remember()
-        self.decent("down", timeout=90)
-        pidfile = self.dir / "st" / "supervisord.pid"
+        try:
+            self.decent("down", timeout=90)
+        except subprocess.TimeoutExpired:
+            pass
+        pidfile = self.state / "supervisord.pid"
         if pidfile.exists():
             try:
                 self.pids.add(int(pidfile.read_text().strip() or 0))
@@ -97,6 +138,8 @@ class Node:
         for pid in self.pids:
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        if not self.keep_dir:
+            subprocess.run(["rm", "-rf", str(self.dir)], timeout=60)
 
     def status(self) -> dict:
         r = self.decent("status", "--json")
@@ -109,8 +152,8 @@ class Node:
     def remember(self) -> None:
         self.status()
 
-    def pid(self, instance: str) -> int:
-        return self.status()[instance]["pid"]
+    def pid(self, instance: str) -> int | None:
+        return self.status().get(instance, {}).get("pid")
 
     def all_running(self) -> bool:
         st = self.status()
@@ -136,6 +179,24 @@ class Node:
             r = self.lig(eid, **kw)
             return r if r and not r["negative"] and r["eid"] == want_prefix else None
         return poll(ok, timeout, 0.2, f"lig {eid} -> {want_prefix}")
+
+    def in_sync(self, workers: int, want_registrations: int | None = None) -> bool:
+        """Every Map-Resolver worker's replica in sync (holding that many registrations)."""
+        c = self.counters()
+        for w in range(workers):
+            x = c.get(f"map_resolver:{w}", {})
+            if not x.get("in_sync"):
+                return False
+            if want_registrations is not None and x.get("registrations", 0) < want_registrations:
+                return False
+        return True
+
+    def wait_in_sync(self, workers: int, want_registrations: int | None = None,
+                     timeout: float = 60) -> bool:
+        return bool(wait_for(lambda: self.in_sync(workers, want_registrations), timeout, 0.3))
+
+    def log_tail(self, instance: str, n: int = 20) -> str:
+        return self.decent("logs", instance, "-n", str(n)).stdout
 
 
 def udp_exchange(dst: tuple, data, *, src: str = "127.0.0.1", timeout: float = 1.0) -> bytes | None:
