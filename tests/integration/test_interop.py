@@ -123,3 +123,15 @@ def test_info_request_gets_an_info_reply(node):
     global_etr, q = decode_address(body, 4, len(body), "nat")
     ms_rloc, q = decode_address(body, q, len(body), "nat")
     assert (ms_port, etr_port, str(global_etr), str(ms_rloc)) == (4342, got["port"], CLIENT, RLOC)
+
+
+def test_show_sites_names_registrations_last_accepted_and_refusals(node):
+    r = node.decent("show", "sites")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("site lab (shard 0, nonce policy strict)")
+    # nothing registers here (the ETR registers with 127.0.62.99)
+    assert lines[1] == "  registrations 0; last accepted -; refused -"
+    assert "[0]10.62.0.0/16  accept-more-specifics" in r.stdout
+    sites = __import__("json").loads(node.decent("show", "sites", "--json").stdout)
+    assert sites[0]["registrations"] == 0 and sites[0]["last_accepted"] is None
