@@ -182,7 +182,8 @@ class CloneReader:
                  on_delete: Callable[[Hashable], None] | None = None, *,
                  on_sync: Callable[[int], None] | None = None,
                  on_unsync: Callable[[str], None] | None = None,
-                 snapshot_timeout: float | None = None, max_buffer: int = 100_000) -> None:
+                 snapshot_timeout: float | None = None, max_buffer: int = 100_000,
+                 silent_heartbeats: int | None = None) -> None:
         self.ctx = ctx
         self.stream = topics.stream_name(stream)
         self.on_set = on_set
@@ -190,7 +191,11 @@ class CloneReader:
         self.on_sync = on_sync
         self.on_unsync = on_unsync
         timeout = snapshot_timeout or ctx.timer("snapshot_timeout", 5.0)
-        self.machine = ReplicaReader(snapshot_timeout=timeout, max_buffer=max_buffer)
+        # silent_heartbeats: writer heartbeat periods without a message after which the
+        # replica is no longer in sync (common.machines.replica); None: never
+        silent = (silent_heartbeats * ctx.timer("heartbeat_interval", 1.0)
+                  if silent_heartbeats else None)
+        self.machine = ReplicaReader(snapshot_timeout=timeout, max_buffer=max_buffer, silent_after=silent)
         self._sub = None
         self._fetch: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
@@ -200,7 +205,7 @@ class CloneReader:
     @property
     def in_sync(self) -> bool:
         """True while the replica is known complete (see :mod:`common.machines.replica`).  It
-        stays True if the writer goes quiet: check :attr:`last_heard` for that."""
+        stays True if the writer goes quiet unless ``silent_heartbeats`` was given."""
         return self.machine.in_sync
 
     @property
@@ -259,8 +264,13 @@ class CloneReader:
                     self.on_sync(ev.seq)
             elif isinstance(ev, replica.SyncLost):
                 self.ctx.counters.inc(f"clone.{self.stream}.resync.{ev.reason}")
-                self.ctx.log.warning("clone %s: out of sync (%s), fetching a snapshot",
-                                     self.stream, ev.reason)
+                if ev.reason == replica.WRITER_SILENT:
+                    self.ctx.log.warning("clone %s: nothing heard from the writer for %.1f s; "
+                                         "not in sync until it is heard again", self.stream,
+                                         self.machine.silent_after)
+                else:
+                    self.ctx.log.warning("clone %s: out of sync (%s), fetching a snapshot",
+                                         self.stream, ev.reason)
                 if self.on_unsync:
                     self.on_unsync(ev.reason)
 

@@ -14,7 +14,7 @@ Sections (all optional except ``[node]``)::
     [roles]           map_resolver, map_server, etr, itr, discovery, dataplane
     [timers]          every protocol timer, in seconds (see TIMER_DEFAULTS)
     [map_resolver]    rate_limit, rate_burst, reply_rate_limit, reply_rate_burst, rate_slots,
-                      path_mtu
+                      path_mtu, stale_heartbeats
     [map_server]      proxy_reply_ttl, sync
     [[site]]          name, nonce_policy, [[site.key]], [[site.prefix]]
     [[database_mapping]]  eid, rlocs, ttl, proxy_reply, want_map_notify
@@ -179,6 +179,7 @@ class MapResolverSection:
     reply_rate_burst: float = 2000.0
     rate_slots: int = 65536  # slots of each shared rate table (a power of two)
     path_mtu: int = 1400     # no Map-Reply datagram (IP + UDP + LISP) exceeds it
+    stale_heartbeats: int = 3  # a replica whose writer is silent this many heartbeats is not in sync
 
 
 @dataclass(frozen=True)
@@ -928,13 +929,14 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         timers = _timers(top.data.get("timers", {}))
         mr = _Table(top.data.get("map_resolver", {}), "map_resolver",
                     ("rate_limit", "rate_burst", "reply_rate_limit", "reply_rate_burst", "rate_slots",
-                     "path_mtu"))
+                     "path_mtu", "stale_heartbeats"))
         mr_sec = MapResolverSection(mr.get("rate_limit", _positive, 1000.0),
                                     mr.get("rate_burst", _positive, 2000.0),
                                     mr.get("reply_rate_limit", _positive, 1000.0),
                                     mr.get("reply_rate_burst", _positive, 2000.0),
                                     mr.get("rate_slots", _int(1024, 1 << 24), 65536),
-                                    mr.get("path_mtu", _int(576, 65535), 1400))
+                                    mr.get("path_mtu", _int(576, 65535), 1400),
+                                    mr.get("stale_heartbeats", _int(1, 1000), 3))
         for lim, bur in (("rate_limit", "rate_burst"), ("reply_rate_limit", "reply_rate_burst")):
             if getattr(mr_sec, bur) < getattr(mr_sec, lim):
                 raise ConfigError(f"map_resolver.{bur}", f"{getattr(mr_sec, bur):g} is smaller than "

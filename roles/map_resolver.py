@@ -206,7 +206,8 @@ async def main(ctx: RoleContext) -> None:
 
     for shard in range(shards):
         r = CloneReader(ctx, topics.ms_stream(shard), on_set=on_set, on_delete=on_delete,
-                        on_sync=sync_changed, on_unsync=sync_changed)
+                        on_sync=sync_changed, on_unsync=sync_changed,
+                        silent_heartbeats=cfg.map_resolver.stale_heartbeats)
         readers.append(r)
     await ctx.bus.ready(timeout=5.0)
     for r in readers:

@@ -37,6 +37,15 @@ and :attr:`in_sync` is False meanwhile) happens on:
 - a snapshot that does not arrive within ``snapshot_timeout`` (asked again);
 - more than ``max_buffer`` messages buffered while waiting for a snapshot.
 
+A silent writer (issue 11): with ``silent_after`` set (the shell passes a number of
+writer heartbeat periods), an in-sync replica that has heard nothing of the stream
+for that long is no longer in sync (:class:`SyncLost` ``writer-silent``): the bus
+may be down or hung, and changes made meanwhile (deletions, expiries) would not
+reach it.  It keeps its data and its position and is in sync again
+(:class:`SyncGained`) as soon as a message of the same session proves nothing was
+missed (a heartbeat at its ``seq`` or the next delta); anything else resyncs as
+above.
+
 Keys must be hashable (str, bytes, int, tuples of them); values anything.
 Inputs return lists of events; nothing here reads a clock or touches a socket.
 """
@@ -56,6 +65,7 @@ GAP = "gap"
 HEARTBEAT_AHEAD = "heartbeat-ahead"
 SESSION_CHANGED = "writer-session-changed"
 SNAPSHOT_TIMEOUT = "snapshot-timeout"
+WRITER_SILENT = "writer-silent"
 BUFFER_OVERFLOW = "buffer-overflow"
 
 
@@ -112,8 +122,12 @@ class _Heartbeat:
 class ReplicaReader:
     """The reader side of one stream.  See the module docstring."""
 
-    def __init__(self, *, snapshot_timeout: float = 5.0, max_buffer: int = 100_000) -> None:
+    def __init__(self, *, snapshot_timeout: float = 5.0, max_buffer: int = 100_000,
+                 silent_after: float | None = None) -> None:
         self.snapshot_timeout = snapshot_timeout
+        self.silent_after = silent_after     # seconds without a message: not in sync
+        self.silent = False
+        self._heard: float | None = None
         self.max_buffer = max_buffer
         self.state = IDLE
         self.data: dict[Hashable, Any] = {}
@@ -129,7 +143,7 @@ class ReplicaReader:
     @property
     def in_sync(self) -> bool:
         """True while the replica is known to equal the writer's table at ``seq``."""
-        return self.state == IN_SYNC
+        return self.state == IN_SYNC and not self.silent
 
     @property
     def request(self) -> int:
@@ -166,6 +180,7 @@ class ReplicaReader:
         self.seq = seq
         self.session = session
         self._deadline = None
+        self._heard = now
         self.state = CONFIRMING
         buffered, self._buffer = self._buffer, []
         if self._overflow:
@@ -181,16 +196,26 @@ class ReplicaReader:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next wants to run, or None."""
+        if self.state == IN_SYNC and not self.silent and self.silent_after is not None \
+                and self._heard is not None:
+            quiet = self._heard + self.silent_after
+            return quiet if self._deadline is None else min(quiet, self._deadline)
         return self._deadline
 
     def handle_timer(self, now: float) -> list[Event]:
         if self._deadline is not None and now >= self._deadline and self.state == AWAITING:
             return self._resync(now, SNAPSHOT_TIMEOUT)
+        if (self.state == IN_SYNC and not self.silent and self.silent_after is not None
+                and self._heard is not None and now >= self._heard + self.silent_after):
+            self.silent = True
+            self.resyncs[WRITER_SILENT] = self.resyncs.get(WRITER_SILENT, 0) + 1
+            return [SyncLost(WRITER_SILENT)]
         return []
 
     # --------------------------------------------------------------- internals
 
     def _feed(self, msg: _Delta | _Heartbeat, now: float) -> list[Event]:
+        self._heard = now
         if self.state == IDLE:
             return []
         if self.state == AWAITING:
@@ -217,8 +242,8 @@ class ReplicaReader:
             if msg.seq == self.seq + 1:
                 events.append(self._apply(msg))
             # else: already in the snapshot (or a duplicate)
-        if self.state == CONFIRMING:
-            self.state = IN_SYNC
+        if self.state == CONFIRMING or (self.state == IN_SYNC and self.silent):
+            self.state, self.silent = IN_SYNC, False
             events.append(SyncGained(self.seq, self.session))
         return events
 
@@ -243,9 +268,9 @@ class ReplicaReader:
         events: list[Event] = []
         if reason is not None:
             self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
-            if self.state == IN_SYNC:
+            if self.in_sync:   # (a silent replica said so already)
                 events.append(SyncLost(reason))
-        self.state = AWAITING
+        self.state, self.silent = AWAITING, False
         self._request += 1
         self._deadline = now + self.snapshot_timeout
         self._buffer = []
