@@ -133,10 +133,11 @@ def in_ns(topo, ns: str, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
-def ping_avg(topo, ns: str, dst: str, count: int) -> float | None:
+def ping_rtt(topo, ns: str, dst: str, count: int) -> dict:
+    """min and avg RTT in ms of ``count`` pings 20 ms apart."""
     r = topo.sh(topo.ns(ns), "ping", "-n", "-q", "-c", str(count), "-i", "0.02", dst, timeout=120)
-    m = re.search(r"= [\d.]+/([\d.]+)/", r.stdout)
-    return float(m.group(1)) if m else None
+    m = re.search(r"= ([\d.]+)/([\d.]+)/", r.stdout)
+    return {"min": float(m.group(1)), "avg": float(m.group(2))} if m else {}
 
 
 def measure(topo, n1, size: int, seconds: float) -> dict:
@@ -191,11 +192,11 @@ def run(seconds: float, rounds: int) -> dict:
         time.sleep(2.0)  # the counters reach the heartbeats within a second or two
         if not counters(n1).get("encap.packets") or not counters(n2).get("encap.packets"):
             raise RuntimeError(f"the ping did not take the overlay: {counters(n1)}")
-        over = ping_avg(topo, "h1", "10.2.0.2", 200)
-        under = ping_avg(topo, "n1", "172.16.2.2", 200)
-        doc["results"]["rtt_ms"] = {"overlay": over, "underlay": under,
-                                    "overhead": (over - under) if over and under else None}
-        log(f"ping RTT: overlay {over} ms, underlay {under} ms")
+        over = ping_rtt(topo, "h1", "10.2.0.2", 200)
+        under = ping_rtt(topo, "n1", "172.16.2.2", 200)
+        doc["results"]["rtt_ms"] = {"overlay": over, "underlay": under}
+        log(f"ping RTT (min/avg ms): overlay {over.get('min')}/{over.get('avg')}, underlay "
+            f"{under.get('min')}/{under.get('avg')}")
         n2.decent("stop", "dataplane", check=True)
         procs.append(in_ns(topo, "n2", "--sink", "172.16.2.2", "4341", str(20 * seconds + 60)))
         procs.append(in_ns(topo, "h1", "--sink", "10.1.0.2", "9", str(20 * seconds + 60)))
@@ -209,8 +210,9 @@ def run(seconds: float, rounds: int) -> dict:
                     res.setdefault(k, []).append(v)
             med = {k: statistics.median(v) for k, v in res.items()}
             res["median"] = med
-            res["encap_ratio"] = ratio(med["encap_dataplane_pps"], med["encap_relay_pps"])
-            res["decap_ratio"] = ratio(med["decap_dataplane_pps"], med["decap_relay_pps"])
+            for d in ("encap", "decap"):   # the median of the per-round ratios
+                res[f"{d}_ratio"] = statistics.median(
+                    ratio(a, b) or 0.0 for a, b in zip(res[f"{d}_dataplane_pps"], res[f"{d}_relay_pps"]))
             log(f"{size:>5} B  encap {med['encap_dataplane_pps']:>8.0f} pkt/s vs relay "
                 f"{med['encap_relay_pps']:>8.0f} ({res['encap_ratio']})   decap "
                 f"{med['decap_dataplane_pps']:>8.0f} pkt/s vs relay {med['decap_relay_pps']:>8.0f} "
