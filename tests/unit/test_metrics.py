@@ -134,3 +134,20 @@ def test_config_metrics_errors(table, path, reason):
     with pytest.raises(ConfigError) as e:
         parse_config(node(metrics=table), "x.toml", "/etc")
     assert e.value.key_path == path and reason in e.value.reason
+
+
+def test_grafana_dashboard_uses_only_metrics_we_export():
+    import json
+    dash = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    used = {m for p in dash["panels"] for t in p["targets"]
+            for m in re.findall(r"lisp_decent_\w+", t["expr"])}
+    view = Heartbeats()
+    view.note("map_resolver", 0, "s", {"uptime": 1.0, "counters": {
+        "received": 1, "answered": 1, "forwarded": 1, "dropped.x": 1, "registrations": 1,
+        "in_sync": 1}}, now=0.0)
+    view.note("map_server", 0, "s", {"uptime": 1.0, "counters": {"register.accepted": 1}}, now=0.0)
+    view.note("itr", 0, "s", {"uptime": 1.0, "counters": {"mapcache.entries": 1}}, now=0.0)
+    view.note("dataplane", 0, "s", {"uptime": 1.0, "counters": {"members": 1}}, now=0.0)
+    view.note("discovery", 0, "s", {"uptime": 1.0, "counters": {"indexes.resolved": 1}}, now=0.0)
+    exported = {name for name, _ in scrape(view, [], now=0.0)}
+    assert used and used <= exported, used - exported
