@@ -94,6 +94,8 @@ MUTANTS = [
      "carved = negative_prefix(eid, [self], floor=best.length)", "carved = best"),
     ("prefix request carved for itself, not its first address", RES,
      "        found = self.table.carve(host)\n", "        found = self.table.carve(eid)\n"),
+    ("pending network numbers never merged into the sorted index", "common/machines/regtable.py",
+     "            nets.extend(pending)\n", "            pass\n"),
     ("no unsolicited Map-Notify", MS, "                self._plan_unsolicited(new, existing, src, res)\n",
      "                pass\n"),
 ]

@@ -118,6 +118,7 @@ class RegistrationTable:
         self._entries: dict[str, Entry] = {}
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
         self._nets: dict[tuple[int, int], list[int]] = {}            # sorted network numbers
+        self._pending: dict[tuple[int, int], list[int]] = {}         # added, not merged in yet
         self._lens: dict[tuple[int, int], dict[int, set[int]]] = {}  # network -> lengths stored
         self._mcast: dict[Eid, dict[str, Entry]] = {}
         self.version = 0   # bumped by every change: lets readers cache derived answers
@@ -161,7 +162,9 @@ class RegistrationTable:
             lens = self._lens[tk].get(net)
             if lens is None:
                 self._lens[tk][net] = {eid.length}
-                bisect.insort(self._nets[tk], net)
+                # merged into the sorted list on the next read (_sorted_nets): a fill of
+                # n prefixes in any order costs one sort, not n linear inserts
+                self._pending.setdefault(tk, []).append(net)
             else:
                 lens.add(eid.length)
         else:
@@ -190,7 +193,7 @@ class RegistrationTable:
             lens.discard(e.eid.length)
             if not lens:
                 del self._lens[tk][net]
-                nets = self._nets[tk]
+                nets = self._sorted_nets(tk)
                 i = bisect.bisect_left(nets, net)
                 if i < len(nets) and nets[i] == net:
                     nets.pop(i)
@@ -252,6 +255,16 @@ class RegistrationTable:
                 best = k
         return None if best is None else Match(((best, list(self._mcast[best].values())),))
 
+    def _sorted_nets(self, tk) -> list[int]:
+        """The sorted network numbers of one tree, pending additions merged in (a sort
+        of a sorted run plus a few appended ones is linear; of a fill, n log n)."""
+        nets = self._nets.get(tk)
+        pending = self._pending.pop(tk, None)
+        if pending:
+            nets.extend(pending)
+            nets.sort()
+        return nets or []
+
     def overlaps_outside(self, eid: Eid, length: int) -> bool:
         """Does ``eid``'s address masked to ``length`` bits contain a stored unicast
         prefix that does not itself contain ``eid``'s address?
@@ -262,7 +275,7 @@ class RegistrationTable:
         address).  At most one network per length can be harmless, so the scan
         stops after a bounded number of steps."""
         tk = _tree_key(eid)
-        nets = self._nets.get(tk)
+        nets = self._sorted_nets(tk)
         if not nets:
             return False
         bits = _BITS[tk[1]]
