@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/unit/test_ms_semantics.py", "tests/unit/test_negative_oracle.py",
          "tests/unit/test_mapserver.py", "tests/unit/test_resolver.py",
-         "tests/unit/test_reply_bound.py"]
+         "tests/unit/test_reply_bound.py", "tests/unit/test_negative_cache.py"]
 MS, RES, AUTH = "common/machines/mapserver.py", "common/machines/resolver.py", "common/wire/auth.py"
 
 # the test that the edits below still apply fails on any mutated tree by construction:
@@ -96,6 +96,8 @@ MUTANTS = [
      "        found = self.table.carve(host)\n", "        found = self.table.carve(eid)\n"),
     ("pending network numbers never merged into the sorted index", "common/machines/regtable.py",
      "            nets.extend(pending)\n", "            pass\n"),
+    ("negative cache entry one bit too wide", RES, 'tree[f"{neg.address}/{neg.length}"] = answer',
+     'tree[f"{neg.address}/{max(0, neg.length - 1)}"] = answer'),
     ("no unsolicited Map-Notify", MS, "                self._plan_unsolicited(new, existing, src, res)\n",
      "                pass\n"),
 ]

@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, replace
 
+import pytricia
+
 from common.wire.addr import Eid, Rle, eid_to_wire
 from common.wire.ecm import Ecm, set_ecm_flags
 from common.wire.errors import DecodeError
@@ -276,6 +278,33 @@ class Resolver:
         return answer
 
     def _negative(self, eid: Eid) -> tuple:
+        """A negative record for ``eid``, which no registration covers.
+
+        Cached by the negative prefix it names (cleared with the answer cache by any
+        table change): every unmatched host inside a negative prefix N gets N again,
+        because N overlaps nothing stored or configured that does not contain the
+        first host, and anything containing one host of N contains N; so the same
+        configured prefix covers both and the same least-specific prefix results
+        (the brute-force oracle in tests/unit/test_negative_oracle.py pins both
+        paths).  Not with a pull-mode floor, which is the caller's function."""
+        tree = None
+        if not eid.is_multicast and self.neg_floor is None and eid.length == _BITS[eid.address.version]:
+            tk = ("negative", eid.iid, eid.address.version)
+            tree = self._cache.get(tk)
+            if tree is None:
+                tree = self._cache[tk] = pytricia.PyTricia(eid.length)
+            else:
+                hit = tree.get(str(eid.address))
+                if hit is not None:
+                    return hit
+        neg, record = self._negative_record(eid)
+        answer = ("negative", 1, record)
+        if tree is not None:
+            tree[f"{neg.address}/{neg.length}"] = answer
+        return answer
+
+    def _negative_record(self, eid: Eid) -> tuple:
+        """(the negative prefix, its encoded record) for ``eid``."""
         covering = self.configured.covering(eid)
         ttl = self.neg_ttl_non_eid if covering is None else self.neg_ttl_unregistered
         if eid.is_multicast:
@@ -286,7 +315,7 @@ class Resolver:
                 floor = max(floor, covering.length)
             neg = negative_prefix(eid, [self.table, self.configured], floor=floor)
         addr, ml = eid_to_wire(neg)
-        return "negative", 1, encode_record(EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD))
+        return neg, encode_record(EidRecord(addr, ml, ttl, (), ACT_NATIVELY_FORWARD))
 
     def _proxy_record(self, prefix: Eid, entries) -> EidRecord:
         seen, locs, rle, ttl = set(), [], [], self.proxy_ttl
