@@ -43,7 +43,7 @@ eid = "[7]10.{k}.0.0/24"
 """
 
 
-def body(k: int) -> str:
+def body(k: int, nodes: int = 2) -> str:
     native = 'native_interface = "eth0"' if k == 1 else ""
     return f"""
 [roles]
@@ -59,7 +59,7 @@ map_resolvers = ["{MS}"]
 [etr]
 map_servers = [{{ address = "{MS}", key_id = 0, alg = "hmac-sha-256-128", secret = "{KEY}" }}]
 
-{site(1) + site(2) if k == 1 else ""}
+{"".join(site(j) for j in range(1, nodes + 1)) if k == 1 else ""}
 
 [[database_mapping]]
 eid = "10.{k}.0.0/24"
