@@ -3,7 +3,7 @@
 #
 #   bench/run.sh                  # full sizes (about 15-25 minutes on 2 cores)
 #   bench/run.sh --quick          # shorter runs, scale at 100k + 20k registrations
-#   bench/run.sh lookup register  # only some of: lookup register scale pull push bus dataplane
+#   bench/run.sh lookup register  # only some of: lookup register scale pull push bus dataplane abuse
 #
 # On an already set-up checkout (scripts/setup.sh is run first anyway: it only
 # checks when everything is there).  Bench-only dependencies (matplotlib for the
@@ -17,12 +17,12 @@ WHICH=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    lookup|register|scale|pull|push|bus|dataplane) WHICH+=("$a") ;;
+    lookup|register|scale|pull|push|bus|dataplane|abuse) WHICH+=("$a") ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#WHICH[@]} -gt 0 ] || WHICH=(lookup register scale pull push)
+[ ${#WHICH[@]} -gt 0 ] || WHICH=(lookup register scale pull push abuse)
 
 scripts/setup.sh
 command -v gcc >/dev/null || { echo "bench/run.sh: gcc is required (apt-get install gcc)" >&2; exit 1; }
@@ -54,6 +54,8 @@ for b in "${WHICH[@]}"; do
       if [ -f bench/push.py ]; then timeout 900 $PY bench/push.py; else echo "(bench/push.py not there yet)"; fi ;;
     bus)
       timeout 600 $PY bench/bus_throughput.py ;;
+    abuse)       # in process: reply amplification bound, spoofed flood to one victim
+      timeout 300 $PY bench/abuse.py ;;
     dataplane)   # root: network namespaces and TUN (not in the default run)
       if [ $QUICK = 1 ]; then timeout 600 $PY bench/dataplane.py --seconds 2 --rounds 1
       else timeout 900 $PY bench/dataplane.py; fi ;;
