@@ -7,8 +7,9 @@ Thin shell over :class:`common.machines.datapath.DataPath`:
   down`` deletes it), brought up with MTU ``underlay_mtu`` and the routes to
   remote EID space pointed at it (``ip route replace``, in ``table`` if set);
 * packets read from a TUN are encapsulated and sent from the node's RLOC through
-  a raw UDP socket (so each flow gets its own source port; a BPF filter keeps the
-  raw socket from receiving anything); natively forwarded packets leave through
+  a raw UDP socket (so each flow gets its own source port, and the outer TTL is the
+  inner one's, set per packet; a BPF filter keeps the raw socket from receiving
+  anything); natively forwarded packets leave through
   ``native_interface`` on a raw IP socket; ICMP errors are written back to the TUN;
 * LISP data packets received on UDP 4341 (:meth:`DataPathShell.on_datagram`, called
   by the role for every datagram) are decapsulated and written to the TUN of their
@@ -113,6 +114,10 @@ class DataPathShell:
         self.native: dict[int, socket.socket] = {}
         self.reader: CloneReader | None = None
         self._queue_seen = 0
+        # the outer TTL / hop limit per packet (RFC 9300 5.3: copied from the inner header)
+        self._ttl_cmsg = {4: [[(socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", t or 1))] for t in range(256)],
+                          6: [[(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("i", t or 1))]
+                              for t in range(256)]}
 
     # -- set-up --------------------------------------------------------------------
     def start(self, data_sockets: dict) -> None:
@@ -223,7 +228,7 @@ class DataPathShell:
             if type(a) is Encap:
                 sock = self.raw.get(4 if "." in a.dest else 6)
                 try:
-                    sock.sendto(a.segment, (a.dest, 0))
+                    sock.sendmsg((a.segment,), self._ttl_cmsg[4 if "." in a.dest else 6][a.ttl], 0, (a.dest, 0))
                 except (BlockingIOError, AttributeError):
                     self.dp._count("drop.send-blocked")
                 except OSError as exc:

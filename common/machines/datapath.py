@@ -12,7 +12,8 @@ of instance ``iid``) and returns a list of actions for the shell:
 * :class:`Encap` - send ``segment`` (UDP header + LISP header + inner packet) to
   ``rloc`` port 4341 from the node's RLOC.  The LISP header has N (a 24-bit nonce),
   L (locator-status bits of the node's own RLOCs) and I (the instance ID) as
-  configured; the UDP source port is a hash of the inner 5-tuple in 49152-65535
+  configured; the outer TTL (``ttl``) is the inner one's; the UDP source port is a
+  hash of the inner 5-tuple in 49152-65535
   (RFC 9300 5.3), the UDP checksum is zero (RFC 9300 5.3, RFC 6935).  The RLOC is
   the reachable one of the best (lowest) priority below 255, chosen by weight with
   the flow hash among equal priorities (the same flow always takes the same RLOC).
@@ -93,6 +94,7 @@ class Encap:
     sport: int
     segment: bytes               # UDP header + LISP header + inner packet
     dest: str = ""               # ``rloc`` as text, for the socket call
+    ttl: int = 64                # the outer TTL / hop limit: the inner one's (RFC 9300 5.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +424,7 @@ class DataPath:
         c = self.counters
         c["encap.packets"] = c.get("encap.packets", 0) + 1
         c["encap.bytes"] = c.get("encap.bytes", 0) + len(packet)
-        return Encap(rloc.address, sport, seg, dest)
+        return Encap(rloc.address, sport, seg, dest, packet[8] if packet[0] >> 4 == 4 else packet[7])
 
     def _negative(self, packet: bytes, m: Mapping, iid: int) -> list:
         if m.action in (ACT_NATIVELY_FORWARD, ACT_NO_ACTION, ACT_SEND_MAP_REQUEST):

@@ -238,7 +238,7 @@ def test_wireshark_decodes_lisp_data_with_iid(net, tmp_path):
         cap.wait(timeout=30)
         out = subprocess.run(["tshark", "-r", pcap, "-d", "udp.port==4341,lisp-data", "-T", "fields",
                               "-e", "lisp-data.flags.nonce", "-e", "lisp-data.flags.iid",
-                              "-e", "lisp-data.iid", "-e", "ip.dst", "-e", "udp.srcport"],
+                              "-e", "lisp-data.iid", "-e", "ip.dst", "-e", "udp.srcport", "-e", "ip.ttl"],
                              capture_output=True, text=True, timeout=60).stdout
     finally:
         if cap.poll() is None:
@@ -248,8 +248,10 @@ def test_wireshark_decodes_lisp_data_with_iid(net, tmp_path):
     rows = [line.split("\t") for line in out.strip().splitlines()]
     assert len(rows) == 6, out
     by_inner = {}
-    for nonce, ibit, iid, dsts, sport in rows:
+    for nonce, ibit, iid, dsts, sport, ttls in rows:
         outer_dst, inner_dst = dsts.split(",")[:2]
+        outer_ttl, inner_ttl = (int(x) for x in ttls.split(",")[:2])
+        assert outer_ttl == inner_ttl - 1   # copied at encapsulation, then the core router's hop
         assert outer_dst == "172.16.2.2" and nonce in ("1", "True") and ibit in ("1", "True")
         assert 49152 <= int(sport.split(",")[0]) <= 65535
         by_inner.setdefault(inner_dst, set()).add(int(iid))

@@ -51,8 +51,12 @@ def test_encapsulation_header_port_and_iid():
     h = decode_data_header(act.segment[8:16])
     assert h.nonce_present and h.nonce == 42 and h.iid_present and h.iid == 5
     assert h.lsb_valid and h.lsb == 1
-    assert act.segment[16:] == pkt
-    assert d.counters["encap.packets"] == 1 and d.counters["encap.bytes"] == len(pkt)
+    assert act.segment[16:] == pkt and act.ttl == 64 == pkt[8]
+    d.set_mapping(Mapping(eid("fd00:2::/48", 5), (Rloc(R2),)))
+    v6 = bytearray(udp6("fd00:1::2", "fd00:2::9"))
+    v6[7] = 17
+    assert d.encapsulate(bytes(v6), 5, 0.0)[0].ttl == 17
+    assert d.counters["encap.packets"] == 2 and d.counters["encap.bytes"] == len(pkt) + len(v6)
 
 
 def test_bits_as_configured():
