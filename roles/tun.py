@@ -8,7 +8,7 @@ Thin shell over :class:`common.machines.datapath.DataPath`:
   remote EID space pointed at it (``ip route replace``, in ``table`` if set);
 * packets read from a TUN are encapsulated and sent from the node's RLOC through
   a raw UDP socket (so each flow gets its own source port, and the outer TTL is the
-  inner one's, set per packet; a BPF filter keeps the raw socket from receiving
+  inner one's, set on the socket when it changes; a BPF filter keeps the raw socket from receiving
   anything); natively forwarded packets leave through
   ``native_interface`` on a raw IP socket; ICMP errors are written back to the TUN;
 * LISP data packets received on UDP 4341 (:meth:`DataPathShell.on_datagram`, called
@@ -114,10 +114,7 @@ class DataPathShell:
         self.native: dict[int, socket.socket] = {}
         self.reader: CloneReader | None = None
         self._queue_seen = 0
-        # the outer TTL / hop limit per packet (RFC 9300 5.3: copied from the inner header)
-        self._ttl_cmsg = {4: [[(socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", t or 1))] for t in range(256)],
-                          6: [[(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("i", t or 1))]
-                              for t in range(256)]}
+        self._ttl: dict = {}   # raw socket -> the outer TTL / hop limit it is set to
 
     # -- set-up --------------------------------------------------------------------
     def start(self, data_sockets: dict) -> None:
@@ -228,7 +225,9 @@ class DataPathShell:
             if type(a) is Encap:
                 sock = self.raw.get(4 if "." in a.dest else 6)
                 try:
-                    sock.sendmsg((a.segment,), self._ttl_cmsg[4 if "." in a.dest else 6][a.ttl], 0, (a.dest, 0))
+                    if self._ttl.get(sock) != a.ttl:   # set only when it changes (one flow: once)
+                        self._set_ttl(sock, a.ttl)
+                    sock.sendto(a.segment, (a.dest, 0))
                 except (BlockingIOError, AttributeError):
                     self.dp._count("drop.send-blocked")
                 except OSError as exc:
@@ -244,6 +243,14 @@ class DataPathShell:
                     self.native[v].sendto(a.packet, (str(ip_address(dst)), 0))
                 except OSError as exc:
                     self.ctx.counters.drop("native-send-failed", repr(exc))
+
+    def _set_ttl(self, sock: socket.socket, ttl: int) -> None:
+        """The outer TTL / hop limit (RFC 9300 5.3: copied from the inner header)."""
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl or 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl or 1)
+        self._ttl[sock] = ttl
 
     def _write(self, fd, packet: bytes) -> None:
         if fd is None:
