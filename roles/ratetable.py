@@ -21,7 +21,7 @@ import struct
 
 from common.machines.ratelimit import TokenTable
 
-MAGIC = b"LDRATE1\0"
+MAGIC = b"LDRATE2\0"   # 2: slots hold the debt, not the tokens
 HEADER = struct.Struct("=8sI4x32s16x")   # 64 bytes
 
 

@@ -21,8 +21,8 @@ instant can lose one debit (the later write wins).  That lets through at most on
 extra request per such collision, which is rare at microsecond update windows; the
 integration test measures it (tests/integration/test_rate_shared.py).
 
-A slot is ``(tokens, last)`` as two doubles; all-zero means a full bucket, so a
-fresh zero-filled buffer starts with every bucket full.  ``now`` is a monotonic
+A slot is ``(debt, last)`` as two doubles, the debt being the tokens missing from a
+full bucket at ``last``; a zero-filled buffer starts with every bucket full.  ``now`` is a monotonic
 clock shared by the processes (CLOCK_MONOTONIC); a ``last`` in the future (the
 file outlived a reboot: more than a minute ahead) counts as a full bucket; one
 slightly ahead (another worker's clock read came a little later) adds no tokens.
@@ -58,11 +58,11 @@ class TokenTable:
         return self.offset + i * SLOT.size, self.offset + j * SLOT.size
 
     def _tokens(self, pos: int, now: float) -> float:
-        tokens, last = SLOT.unpack_from(self.buf, pos)
-        if last == 0.0 or last > now + 60.0:
+        debt, last = SLOT.unpack_from(self.buf, pos)
+        if last > now + 60.0:
             return self.burst
         # another worker may have written a ``last`` a little after our ``now``
-        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        return min(self.burst, self.burst - debt + max(0.0, now - last) * self.rate)
 
     def allow(self, name: str, now: float) -> bool:
         """Take one token for ``name`` if it has one."""
@@ -70,8 +70,8 @@ class TokenTable:
         ta, tb = self._tokens(a, now), self._tokens(b, now)
         if ta < 1.0 or tb < 1.0:
             return False
-        SLOT.pack_into(self.buf, a, ta - 1.0, now)
-        SLOT.pack_into(self.buf, b, tb - 1.0, now)
+        SLOT.pack_into(self.buf, a, self.burst - (ta - 1.0), now)
+        SLOT.pack_into(self.buf, b, self.burst - (tb - 1.0), now)
         return True
 
     def tokens(self, name: str, now: float) -> float:

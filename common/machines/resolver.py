@@ -30,6 +30,7 @@ from common.wire.errors import DecodeError
 from common.wire.messages import MapRequest, decode_message
 from common.wire.records import ACT_NATIVELY_FORWARD, EidRecord, Locator, encode_record, locator_sort_key
 from common.machines.natinfo import info_reply
+from common.machines.ratelimit import TokenTable
 from common.machines.regtable import PrefixSet, RegistrationTable, host_of, negative_prefix
 
 _W0_NONCE = struct.Struct("!IQ")
@@ -61,27 +62,11 @@ class Drop:
     detail: str = ""
 
 
-class RateLimiter:
-    """Token bucket per source address; bounded memory."""
-
-    def __init__(self, rate: float, burst: float, max_sources: int = 100_000) -> None:
-        self.rate, self.burst, self.max_sources = rate, burst, max_sources
-        self._b: dict[str, tuple[float, float]] = {}
-
-    def allow(self, src: str, now: float) -> bool:
-        tokens, last = self._b.get(src, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._b[src] = (tokens, now)
-            return False
-        if len(self._b) >= self.max_sources and src not in self._b:
-            # forget full buckets first: they carry no state worth keeping
-            for k in [k for k, (t, l) in self._b.items() if t + (now - l) * self.rate >= self.burst]:
-                del self._b[k]
-            if len(self._b) >= self.max_sources:
-                self._b.clear()
-        self._b[src] = (tokens - 1.0, now)
-        return True
+def RateLimiter(rate: float, burst: float, slots: int = 4096) -> TokenTable:
+    """The in-process default: a private :class:`~common.machines.ratelimit.TokenTable`
+    (fixed memory, never reset wholesale).  The map_resolver role replaces it with
+    the node's shared tables (roles/ratetable.py)."""
+    return TokenTable(bytearray(TokenTable.size(slots)), 0, slots, rate, burst, b"in-process")
 
 
 class Resolver:
