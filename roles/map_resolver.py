@@ -40,6 +40,12 @@ from roles.regbatch import RegisterBatcher
 from roles.udp import handler_error
 
 
+# drops that say nothing against the sender (our replica is resyncing, the reply's
+# destination is over its budget, the serving set is unknown): they never shun it
+NOT_THE_SENDERS_FAULT = frozenset({"not-in-sync", "rate-limited-destination", "no-serving-set",
+                                   "reply-full", "no-usable-etr-rloc"})
+
+
 class AddressInUse(Exception):
     pass
 
@@ -125,7 +131,8 @@ class Worker(asyncio.DatagramProtocol):
                 c.inc(f"punted.{kind}")
             elif isinstance(a, Drop):
                 c.drop(a.reason, f"from {src[0]}:{src[1]}: {a.detail}")
-                self.shun.bad(addr[0], now)
+                if a.reason not in NOT_THE_SENDERS_FAULT:
+                    self.shun.bad(addr[0], now)
 
     def error_received(self, exc) -> None:
         self.ctx.counters.drop("socket-error", repr(exc))
