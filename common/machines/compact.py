@@ -1,0 +1,475 @@
+"""A compact registration table: the Map-Resolver worker's replica (issue 11).
+
+Same lookups as :class:`common.machines.regtable.RegistrationTable` (``lookup``,
+``best_key``, ``carve``, ``exact``, ``overlaps_outside``, ``get``, ``set``, ``put``,
+``delete``, ``version``) but no object graph per registration:
+
+- one ``pytricia`` tree per (instance ID, family) maps each stored prefix to its
+  registration *item* (or a tuple of items when several registrants hold the
+  prefix, in arrival order);
+- an item is the registration without its EID, msgpack-encoded (``bytes``):
+  site, locators, TTL, P and M bits, xTR-ID, registrant, RLE, and the key only when
+  it is not the usual ``<eid>|<xtr-id hex>``.  Items are interned (refcounted), so
+  the registrations of one registrant, which differ only by prefix, share one
+  object;
+- a sorted array of packed ``network << 8 | length`` keys per tree (``array('Q')``
+  for IPv4) answers the overlap question of :func:`negative_prefix`; additions are
+  merged into it on the next read (one sort per fill, whatever the arrival order).
+
+:class:`~common.machines.regtable.Entry` objects are built only when a lookup asks
+(decoding an item is cached per distinct item).  Multicast (S,G) registrations are
+rare and sit in a plain ``RegistrationTable`` inside.
+
+:meth:`CompactTable.adopt` takes over another table's contents in one step: the
+replica fills a fresh table in the background and swaps it in (docs/replica.md).
+:class:`UnionTable` answers over several tables (one per map_server shard).
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import msgpack
+import pytricia
+
+from common.machines.regtable import Entry, Match, RegistrationTable, locator_from_value, locator_value, \
+    negative_prefix
+from common.wire.addr import Eid, RleEntry
+from common.wire.eidtext import format_address, parse_eidspec
+
+_BITS = {4: 32, 6: 128}
+_MAX_IID = (1 << 24) - 1
+_SMALL_MERGE = 64      # pending index additions inserted one by one below this, else one sort
+
+
+def _fast_text(text: str):
+    """(iid, family, "addr/len", length, network) of a canonical unicast EID text
+    (``format_eid``'s form), else None.  20x cheaper than ``parse_eidspec``."""
+    if not text.startswith("["):
+        return None
+    close = text.find("]")
+    raw = text[1:close]
+    if not (0 < len(raw) <= 8 and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0"):
+        return None
+    iid = int(raw)
+    addr, slash, ln = text[close + 1:].partition("/")
+    if not slash or not ln.isdigit() or len(ln) > 3 or (len(ln) > 1 and ln[0] == "0"):
+        return None
+    length = int(ln)
+    if ":" in addr:
+        if length > 128:
+            return None
+        try:
+            a = IPv6Address(addr)
+        except ValueError:
+            return None
+        if str(a) != addr:
+            return None
+        fam, net, bits = 6, int(a), 128
+    else:
+        parts = addr.split(".")
+        if len(parts) != 4 or length > 32:
+            return None
+        net = 0
+        for p in parts:
+            if not (p.isdigit() and len(p) <= 3) or (len(p) > 1 and p[0] == "0"):
+                return None
+            v = int(p)
+            if v > 255:
+                return None
+            net = (net << 8) | v
+        fam, bits = 4, 32
+    if iid > _MAX_IID or (length < bits and net & ((1 << (bits - length)) - 1)):
+        return None
+    return iid, fam, f"{addr}/{length}", length, net
+
+
+def _parse(text: str):
+    """As :func:`_fast_text` for any EID text parse_eidspec accepts (None: multicast).
+    Raises ValueError (EidSpecError) for what is not an EID."""
+    got = _fast_text(text)
+    if got is not None:
+        return got
+    eid = parse_eidspec(text)
+    if eid.is_multicast or not eid.is_ip:
+        return None
+    fam = 4 if isinstance(eid.address, IPv4Address) else 6
+    return eid.iid, fam, f"{format_address(eid.address)}/{eid.length}", eid.length, int(eid.address)
+
+
+def _pack(site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle, key) -> bytes:
+    return msgpack.packb([site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle or None, key],
+                         use_bin_type=True)
+
+
+@lru_cache(maxsize=1 << 16)
+def _fields(item: bytes) -> tuple:
+    """The decoded item (raises ValueError/TypeError/KeyError if it is not one)."""
+    site, rlocs, ttl, proxy, merge, xtr, reg, rle, key = msgpack.unpackb(item)
+    return (str(site), tuple(locator_from_value(x) for x in rlocs or ()), int(ttl), bool(proxy),
+            bool(merge), bytes.fromhex(xtr), str(reg),
+            tuple(RleEntry(ip_address(a), int(level)) for a, level in (rle or ())), xtr, key)
+
+
+def _items(v) -> tuple:
+    return v if isinstance(v, tuple) else (v,)
+
+
+class CompactTable:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
+        self._index: dict[tuple[int, int], object] = {}     # sorted net << 8 | len
+        self._pending: dict[tuple[int, int], list[int]] = {}
+        self._intern: dict[bytes, list] = {}                # item -> [item, refcount]
+        self._keyed: dict[str, str] = {}                    # unusual key -> its EID text
+        self._m = RegistrationTable()                       # multicast (S,G)
+        self._n = 0
+        self.version = 0
+
+    def __len__(self) -> int:
+        return self._n + len(self._m)
+
+    def clear(self) -> None:
+        v = self.version
+        self.__init__()
+        self.version = v + 1
+
+    def adopt(self, other: "CompactTable") -> None:
+        """Become ``other`` (its contents, in one step); ``other`` must not be used after."""
+        other.finalize()
+        v = max(self.version, other.version) + 1
+        self.__dict__.update(other.__dict__)
+        self.version = v
+
+    def finalize(self) -> None:
+        """Merge pending index additions now (e.g. before a swap, not on the first read)."""
+        for tk in list(self._pending):
+            self._sorted(tk)
+
+    # -- updates -----------------------------------------------------------------
+    def set(self, key: str, value: dict) -> None:
+        """Store a published value (:func:`~common.machines.regtable.entry_value`'s form)."""
+        text = value["eid"]
+        parsed = _parse(text)
+        if parsed is None:
+            self.delete(key)
+            self._m.set(key, value)
+            self.version += 1
+            return
+        xtr = str(value.get("xtr", ""))
+        iid, fam, pfx = parsed[0], parsed[1], parsed[2]
+        usual = key == f"[{iid}]{pfx}|{xtr}"
+        item = _pack(str(value.get("site", "")), [list(x) for x in value.get("rlocs", ())],
+                     int(value.get("ttl", 0)), bool(value.get("proxy")), bool(value.get("merge")), xtr,
+                     str(value.get("registrant", "")), [list(x) for x in value.get("rle") or ()],
+                     None if usual else key)
+        self._add(key, parsed, item, usual)
+
+    def put(self, e: Entry) -> None:
+        if e.eid.is_multicast:
+            self.delete(e.key)
+            self._m.put(e)
+            self.version += 1
+            return
+        fam = 4 if isinstance(e.eid.address, IPv4Address) else 6
+        pfx = f"{format_address(e.eid.address)}/{e.eid.length}"
+        parsed = (e.eid.iid, fam, pfx, e.eid.length, int(e.eid.address))
+        xtr = e.xtr_id.hex()
+        usual = e.key == f"[{e.eid.iid}]{pfx}|{xtr}"
+        item = _pack(e.site, [locator_value(x) for x in e.locators], e.ttl, e.proxy, e.merge, xtr,
+                     e.registrant, [[format_address(r.address), r.level] for r in e.rle],
+                     None if usual else e.key)
+        self._add(e.key, parsed, item, usual)
+
+    def _add(self, key: str, parsed, item: bytes, usual: bool) -> None:
+        _fields(item)                       # a malformed value raises here, before any change
+        self.delete(key)
+        self.version += 1
+        iid, fam, pfx, length, net = parsed
+        got = self._intern.get(item)
+        if got is None:
+            self._intern[item] = [item, 1]
+        else:
+            got[1] += 1
+            item = got[0]
+        if not usual:
+            self._keyed[key] = f"[{iid}]{pfx}"
+        tk = (iid, fam)
+        tree = self._trees.get(tk)
+        if tree is None:
+            tree = self._trees[tk] = pytricia.PyTricia(_BITS[fam])
+            self._index[tk] = array("Q") if fam == 4 else []
+        old = tree.get(pfx) if tree.has_key(pfx) else None
+        if old is None:
+            tree[pfx] = item
+            self._pending.setdefault(tk, []).append(net << 8 | length)
+        else:
+            tree[pfx] = _items(old) + (item,)
+        self._n += 1
+
+    def delete(self, key: str) -> None:
+        self.version += 1
+        if self._m.get(key) is not None:
+            self._m.delete(key)
+            return
+        text = self._keyed.get(key)
+        if text is None:
+            text, sep, _ = key.rpartition("|")
+            if not sep:
+                return
+        try:
+            parsed = _parse(text)
+        except ValueError:
+            return
+        if parsed is None:
+            return
+        iid, fam, pfx, length, net = parsed
+        tk = (iid, fam)
+        tree = self._trees.get(tk)
+        if tree is None or not tree.has_key(pfx):
+            return
+        items = _items(tree[pfx])
+        for i, item in enumerate(items):
+            f = _fields(item)
+            if (f[9] if f[9] is not None else f"[{iid}]{pfx}|{f[8]}") == key:
+                break
+        else:
+            return
+        rest = items[:i] + items[i + 1:]
+        self._n -= 1
+        self._keyed.pop(key, None)
+        got = self._intern[item]
+        got[1] -= 1
+        if not got[1]:
+            del self._intern[item]
+        if rest:
+            tree[pfx] = rest[0] if len(rest) == 1 else rest
+            return
+        tree.delete(pfx)
+        keys = self._sorted(tk)
+        k = net << 8 | length
+        j = bisect.bisect_left(keys, k)
+        if j < len(keys) and keys[j] == k:
+            keys.pop(j)
+
+    # -- reading -------------------------------------------------------------------
+    def _entries(self, iid: int, pfx: str, v) -> list[Entry]:
+        a, _, n = pfx.partition("/")
+        eid = Eid(iid, ip_address(a), int(n))
+        out = []
+        for item in _items(v):
+            site, locs, ttl, proxy, merge, xtr, reg, rle, xtr_hex, key = _fields(item)
+            out.append(Entry(key if key is not None else f"[{iid}]{pfx}|{xtr_hex}", eid, site, locs,
+                             ttl, proxy, merge, xtr, reg, rle))
+        return out
+
+    def get(self, key: str) -> Entry | None:
+        e = self._m.get(key)
+        if e is not None:
+            return e
+        text = self._keyed.get(key) or key.rpartition("|")[0]
+        try:
+            parsed = _parse(text)
+        except ValueError:
+            return None
+        if parsed is None:
+            return None
+        tree = self._trees.get((parsed[0], parsed[1]))
+        if tree is None or not tree.has_key(parsed[2]):
+            return None
+        return next((e for e in self._entries(parsed[0], parsed[2], tree[parsed[2]]) if e.key == key), None)
+
+    def entries(self):
+        for (iid, _fam), tree in self._trees.items():
+            for pfx in tree:
+                yield from self._entries(iid, pfx, tree[pfx])
+        yield from self._m.entries()
+
+    def exact(self, eid: Eid) -> list[Entry]:
+        if eid.is_multicast:
+            return self._m.exact(eid)
+        tree = self._trees.get(_tk(eid))
+        p = f"{format_address(eid.address)}/{eid.length}"
+        if tree is None or not tree.has_key(p):
+            return []
+        return self._entries(eid.iid, p, tree[p])
+
+    def lookup(self, eid: Eid) -> Match | None:
+        """Longest match for ``eid`` plus every more-specific inside it (RFC 9301 5.5)."""
+        if eid.is_multicast:
+            return self._m.lookup(eid)
+        tree = self._trees.get(_tk(eid))
+        if tree is None:
+            return None
+        best = tree.get_key(f"{format_address(eid.address)}/{eid.length}")
+        if best is None:
+            return None
+        out = [(None, best)] + [(None, c) for c in tree.children(best)]
+        return Match(tuple(_pair(eid.iid, self._entries(eid.iid, p, tree[p])) for _, p in out))
+
+    def best_key(self, eid: Eid):
+        """A cheap handle on the longest match of a unicast ``eid`` (None: no match);
+        equal handles mean equal :meth:`lookup` results while ``version`` stands."""
+        tk = (eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6)
+        tree = self._trees.get(tk)
+        if tree is None:
+            return None
+        a = eid.address
+        best = tree.get_key(f"{a}/{eid.length}" if tk[1] == 4 else f"{format_address(a)}/{eid.length}")
+        return None if best is None else (tk, best)
+
+    def carve(self, eid: Eid) -> tuple | None:
+        """As :meth:`RegistrationTable.carve`."""
+        hit = self.best_key(eid)
+        if hit is None:
+            return None
+        a, _, n = hit[1].partition("/")
+        best = Eid(eid.iid, ip_address(a), int(n))
+        carved = negative_prefix(eid, [self], floor=best.length)
+        return best, self._entries(eid.iid, hit[1], self._trees[hit[0]][hit[1]]), carved
+
+    def within(self, prefix: Eid) -> list[tuple[Eid, list[Entry]]]:
+        """Every stored unicast prefix equal to or inside ``prefix``, with its entries,
+        in (network, length) order (for :class:`UnionTable`)."""
+        tk = _tk(prefix)
+        tree = self._trees.get(tk)
+        if tree is None:
+            return []
+        keys = self._sorted(tk)
+        bits = _BITS[tk[1]]
+        lo = int(prefix.address)
+        hi = lo + (1 << (bits - prefix.length)) - 1
+        out = []
+        i = bisect.bisect_left(keys, lo << 8)
+        while i < len(keys) and keys[i] >> 8 <= hi:
+            k = keys[i]
+            if k & 255 >= prefix.length:
+                net = k >> 8
+                addr = IPv4Address(net) if tk[1] == 4 else IPv6Address(net)
+                p = f"{format_address(addr)}/{k & 255}"
+                out.append(_pair(tk[0], self._entries(tk[0], p, tree[p])))
+            i += 1
+        return out
+
+    def _sorted(self, tk):
+        keys = self._index.get(tk)
+        pending = self._pending.pop(tk, None)
+        if pending:
+            if len(pending) <= _SMALL_MERGE:
+                for k in pending:
+                    keys.insert(bisect.bisect_left(keys, k), k)
+            else:
+                merged = sorted(keys)
+                merged.extend(pending)
+                merged.sort()
+                keys = self._index[tk] = array("Q", merged) if tk[1] == 4 else merged
+        return keys if keys is not None else []
+
+    def overlaps_outside(self, eid: Eid, length: int) -> bool:
+        """As :meth:`RegistrationTable.overlaps_outside`: does ``eid``'s address masked
+        to ``length`` bits contain a stored unicast prefix not containing the address?
+        Harmless keys in the range are at most two per length, so the scan is bounded."""
+        tk = _tk(eid)
+        keys = self._sorted(tk)
+        if not keys:
+            return False
+        bits = _BITS[tk[1]]
+        x = int(eid.address)
+        lo = (x >> (bits - length)) << (bits - length) if length else 0
+        hi = lo + (1 << (bits - length)) - 1
+        floor = length - 1
+        i = bisect.bisect_left(keys, lo << 8)
+        n = len(keys)
+        while i < n:
+            k = keys[i]
+            net = k >> 8
+            if net > hi:
+                return False
+            common = bits - (x ^ net).bit_length()
+            if k & 255 > (common if common > floor else floor):
+                return True
+            i += 1
+        return False
+
+
+def _tk(eid: Eid) -> tuple[int, int]:
+    return eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6
+
+
+def _pair(_iid: int, entries: list[Entry]) -> tuple:
+    return entries[0].eid, entries
+
+
+class UnionTable:
+    """Lookups over several tables at once (one replica per map_server shard): the
+    longest match over all of them and every more-specific inside it from each."""
+
+    def __init__(self, tables) -> None:
+        self.tables = list(tables)
+
+    @property
+    def version(self) -> int:
+        return sum(t.version for t in self.tables)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tables)
+
+    def get(self, key: str) -> Entry | None:
+        return next((e for t in self.tables if (e := t.get(key)) is not None), None)
+
+    def entries(self):
+        for t in self.tables:
+            yield from t.entries()
+
+    def exact(self, eid: Eid) -> list[Entry]:
+        return [e for t in self.tables for e in t.exact(eid)]
+
+    def best_key(self, eid: Eid):
+        best = None
+        for t in self.tables:
+            hit = t.best_key(eid)
+            if hit is not None and (best is None or _plen(hit[1]) > _plen(best[1])):
+                best = hit
+        return best
+
+    def lookup(self, eid: Eid) -> Match | None:
+        if eid.is_multicast:
+            found = [m for t in self.tables if (m := t.lookup(eid)) is not None]
+            if not found:
+                return None
+            top = max(m.best[0].specificity() for m in found)
+            entries = [e for m in found if m.best[0].specificity() == top for e in m.best[1]]
+            return Match(((next(m.best[0] for m in found if m.best[0].specificity() == top), entries),))
+        hit = self.best_key(eid)
+        if hit is None:
+            return None
+        a, _, n = hit[1].partition("/")
+        best = Eid(eid.iid, ip_address(a), int(n))
+        merged: dict = {}
+        for t in self.tables:
+            for p, es in t.within(best):
+                merged.setdefault(p, []).extend(es)
+        first = merged.pop(best)
+        rest = sorted(merged.items(), key=lambda kv: (int(kv[0].address), kv[0].length))
+        return Match(((best, first),) + tuple(rest))
+
+    def carve(self, eid: Eid) -> tuple | None:
+        hit = self.best_key(eid)
+        if hit is None:
+            return None
+        a, _, n = hit[1].partition("/")
+        best = Eid(eid.iid, ip_address(a), int(n))
+        return best, self.exact(best), negative_prefix(eid, self.tables, floor=best.length)
+
+    def overlaps_outside(self, eid: Eid, length: int) -> bool:
+        return any(t.overlaps_outside(eid, length) for t in self.tables)
+
+
+def _plen(prefix: str) -> int:
+    return int(prefix.rpartition("/")[2])
+
