@@ -29,6 +29,7 @@ from roles.runtime import RoleContext, run_role
 from roles.sites import policies
 
 QUERY_TOPIC = "ms.query"
+CHECKPOINT_EVERY = 1.0   # seconds between WAL checkpoints
 
 
 async def main(ctx: RoleContext) -> None:
@@ -212,7 +213,18 @@ async def main(ctx: RoleContext) -> None:
     ctx.bus.subscribe(topics.rx(topics.MAP_REGISTER, shard), on_register)
     ctx.bus.subscribe(topics.rx(topics.MAP_NOTIFY_ACK, shard), on_notify_ack)
     ctx.bus.subscribe(QUERY_TOPIC, on_query)
+    async def checkpoints() -> None:
+        # the store's WAL is checkpointed here, beside the loop, never inside a
+        # group commit (roles/ms_store.py): a commit does not wait for an fsync
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            try:
+                await asyncio.to_thread(store.checkpoint)
+            except Exception as exc:  # retried on the next turn
+                ctx.counters.drop("store.checkpoint-failed", repr(exc))
+
     ctx.spawn(timers(), name="timers")
+    ctx.spawn(checkpoints(), name="checkpoints")
     try:
         await asyncio.Event().wait()
     finally:

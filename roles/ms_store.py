@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 
 import msgpack
 
@@ -36,7 +37,14 @@ class RegistrationStore:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        # checkpoints (the fsyncs of WAL mode) are not run by the committing
+        # connection: the role runs :meth:`checkpoint` beside the event loop, so a
+        # group commit never waits for one (see the shell's checkpoint task)
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.db.executescript(SCHEMA)
+        self._ckpt: sqlite3.Connection | None = None
+        self._ckpt_lock = threading.Lock()
+        self._closed = False
 
     def load(self) -> tuple[list, dict]:
         rows = [(k, msgpack.unpackb(v), raw) for k, v, raw in
@@ -64,5 +72,22 @@ class RegistrationStore:
             cur.execute("ROLLBACK")
             raise
 
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL into the database (PASSIVE: never blocks the writer), on a
+        connection of its own so it can run in another thread while commits go on.
+        Returns (WAL frames, frames checkpointed)."""
+        with self._ckpt_lock:
+            if self._closed:
+                return 0, 0
+            if self._ckpt is None:
+                self._ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            _busy, log, done = self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return log, done
+
     def close(self) -> None:
+        with self._ckpt_lock:   # waits for a checkpoint running in another thread
+            self._closed = True
+            if self._ckpt is not None:
+                self._ckpt.close()
+                self._ckpt = None
         self.db.close()
