@@ -307,7 +307,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
     ap.add_argument("--count", type=int, default=30000, help="new registrations prepared")
-    ap.add_argument("--window", type=int, default=64, help="Map-Registers in flight at saturation")
+    ap.add_argument("--window", type=int, default=1024,
+                    help="Map-Registers in flight at saturation (64 measured the round trip, not the node)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from register.json")
     ap.add_argument("--no-py-spy", action="store_true", help="skip the py-spy profile of the shard")
     args = ap.parse_args()
