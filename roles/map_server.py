@@ -25,7 +25,8 @@ from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
-from roles.runtime import RoleContext, run_role
+from roles.hostfiles import UnsafePath
+from roles.runtime import RefuseToStart, RoleContext, run_role
 from roles.sites import policies
 
 QUERY_TOPIC = "ms.query"
@@ -44,7 +45,10 @@ async def main(ctx: RoleContext) -> None:
         # a node serves the indexes whose DNS set holds one of its RLOCs (DESIGN.md 6)
         ms.accept_index = lambda eid: pull.view.serves(eid) if pull.in_sync else None
         pull.start()
-    store = RegistrationStore(cfg.state_path(f"map_server_{shard}.sqlite"), cfg.map_server.sync)
+    try:
+        store = RegistrationStore(cfg.state_path(f"map_server_{shard}.sqlite"), cfg.map_server.sync)
+    except UnsafePath as exc:   # a symlink or a file of another user where the store goes
+        raise RefuseToStart(str(exc)) from None
     rows, nonces = store.load()
     bad = ms.restore(rows, nonces, time.monotonic())
     if bad:

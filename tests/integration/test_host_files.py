@@ -80,3 +80,22 @@ def test_planted_lock_symlink_changes_nothing_and_the_resolver_refuses(node, tmp
     assert victim.read_bytes() == b"root-owned, 0600"
     assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(node.dir / "st").st_mode) == 0o700
+
+
+def test_planted_store_symlink_changes_nothing_and_the_map_server_refuses(node, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root-owned, 0600")
+    os.chmod(victim, 0o600)
+    st = node.dir / "st"
+    st.mkdir(parents=True)
+    (st / "map_server_0.sqlite").symlink_to(victim)
+    up(node, 0o022, timeout=6)
+    node.remember()
+    log = st / "logs" / "map_server_0.log"
+    poll(lambda: log.exists() and log.read_text().count("refusing to start") >= 2, 20,
+         what="the refusal, again after supervisord's restart")
+    text = log.read_text()
+    assert "map_server_0.sqlite: is a symbolic link; refusing to follow it" in text
+    assert "Traceback" not in text
+    assert "stopped (refused to start, exit 2)" in text
+    assert victim.read_bytes() == b"root-owned, 0600"
