@@ -57,11 +57,11 @@ class BusClient:
         self._pub = zctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.SNDHWM, hwm)
         self._pub.setsockopt(zmq.LINGER, 500)
-        self._pub.connect(endpoints.bus_in)
+        endpoints.connect(self._pub, endpoints.bus_in)
         self._sub = zctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, hwm)
         self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.connect(endpoints.bus_out)
+        endpoints.connect(self._sub, endpoints.bus_out)
         self._subs: list[Subscription] = []
 
     @property

@@ -279,10 +279,10 @@ class CloneReader:
         sock = self.ctx.zmq.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
-        sock.connect(self.ctx.endpoints.snapshot(self.stream))
+        prefix = self.ctx.endpoints.connect_snapshot(sock, self.stream)  # satellite: via the bus host
         asock = AsyncSocket(sock)
         try:
-            await asock.send_multipart([b"snap", _pack({"v": SNAPSHOT_VERSION, "req": request})])
+            await asock.send_multipart(prefix + [b"snap", _pack({"v": SNAPSHOT_VERSION, "req": request})])
             while True:
                 frames = await asock.recv_multipart()
                 try:

@@ -103,7 +103,7 @@ class SendQueue:
             s = self._zctx.socket(zmq.PUSH)
             s.setsockopt(zmq.SNDHWM, self._hwm)
             s.setsockopt(zmq.LINGER, 500)
-            s.connect(self._endpoints.sendq_in)
+            self._endpoints.connect(s, self._endpoints.sendq_in)
             self._push = s
         frames: list[bytes] = []
         for d in datagrams:
@@ -122,7 +122,7 @@ class SendQueue:
             s = self._zctx.socket(zmq.PULL)
             s.setsockopt(zmq.RCVHWM, self._hwm)
             s.setsockopt(zmq.LINGER, 0)
-            s.connect(self._endpoints.sendq_out)
+            self._endpoints.connect(s, self._endpoints.sendq_out)
             self._pull = AsyncSocket(s)
         while not self._ready:
             frames = await self._pull.recv_multipart()

@@ -22,6 +22,7 @@ VERB_MODULES = [
     "cli.lig_cmd",
     "cli.show_cmd",
     "cli.configcheck_cmd",
+    "cli.remote",
 ]
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from cli import supervise
+from cli import remote, supervise
 from cli.common import UserError
 from common.config import ROLE_ORDER, ConfigError, NodeConfig
 from roles import nodeconf
@@ -49,15 +49,15 @@ def parse_target(cfg: NodeConfig, target: str) -> list[tuple[str, int]]:
     role, sep, num = target.partition(":")
     if role not in ROLE_ORDER:
         raise UserError(f"unknown role {role!r} (roles: {', '.join(ROLE_ORDER)})", 2)
-    count = cfg.count(role)
-    if count == 0:
-        raise UserError(f"node {cfg.node.name!r} does not run {role} (see [roles] in "
-                        f"{cfg.source})", 2)
+    here = [n for r, n in cfg.instances() if r == role]   # on this host
+    if not here:
+        raise UserError(f"node {cfg.node.name!r} does not run {role} on this host (see "
+                        f"[roles] or bus.run in {cfg.source})", 2)
     if not sep:
-        return [(role, n) for n in range(count)]
-    if not num.isdigit() or int(num) >= count:
+        return [(role, n) for n in here]
+    if not num.isdigit() or int(num) not in here:
         raise UserError(f"{target}: no such instance (node {cfg.node.name!r} runs "
-                        f"{role}:0..{count - 1})", 2)
+                        f"{', '.join(f'{role}:{n}' for n in here)} here)", 2)
     return [(role, int(num))]
 
 
@@ -131,27 +131,68 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args)
     proxy = supervise.require_running(cfg)
     infos = supervise.group_infos(cfg, proxy)
+    others = None
+    if getattr(cfg, "bus", None) is not None and cfg.bus.listen is not None:   # a node across hosts
+        others = remote.remote_view(cfg, _LISTEN)
     if args.json:
         roles = {k: {"state": i["statename"],
                      "pid": int(i["pid"]) if i["statename"] == "RUNNING" else None,
                      "uptime": _uptime(i)} for k, i in infos.items()}
         doc = {"node": cfg.node.name, "supervisord_pid": int(proxy.supervisor.getPID()),
                "roles": roles}
+        if others is not None:
+            doc["host"] = remote.own_host(cfg)
+            doc["other_hosts"] = [dict(r, instance=k, host=h) for (h, k), r in others.items()]
         print(json.dumps(doc, indent=2))
     else:
         print(f"node {cfg.node.name} (supervisord pid {proxy.supervisor.getPID()}, "
               f"{cfg.node.state_dir})")
         print(_table(infos))
+        if others is not None:
+            print(f"\nother hosts (heard on the bus within {_LISTEN:g} s):")
+            print(remote_table(others))
     return 0
+
+
+_LISTEN = 2.5   # seconds `decent status` listens for the other hosts' heartbeats
+
+
+def remote_table(rows: dict) -> str:
+    out = [("INSTANCE", "HOST", "STATE", "PID", "UPTIME", "LAST HEARTBEAT")]
+    for (host, key), r in rows.items():
+        hb = r.get("last_heartbeat")
+        out.append((key, host, str(r.get("state") or "-"), str(r.get("pid") or "-"),
+                    _fmt_uptime(r.get("uptime")), "-" if hb is None else f"{hb:g} s ago"))
+    widths = [max(len(x[i]) for x in out) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in out)
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
     cfg, _ = load_config(args)
+    role, _sep, num = args.target.partition(":")
+    if getattr(cfg, "bus", None) is not None and cfg.bus.listen is not None and num.isdigit() \
+            and (role, int(num)) not in cfg.instances():
+        return restart_remote(cfg, role, int(num), args.timeout)
     targets = parse_target(cfg, args.target)
     supervise.require_running(cfg)
     for role, n in targets:
         old, new = supervise.restart_instance(cfg, role, n, args.timeout)
         print(f"{role}:{n}: restarted (pid {old or '-'} -> {new})")
+    return 0
+
+
+def restart_remote(cfg: NodeConfig, role: str, n: int, timeout: float) -> int:
+    """`decent restart ROLE:N` on the bus host for an instance of another host: through
+    that host's watchdog and supervisord (cli.remote)."""
+    supervise.require_running(cfg)
+    host = remote.find_host(cfg, role, n, _LISTEN)
+    if host is None:
+        raise UserError(f"{role}:{n}: not on this host, and no other host reported it on "
+                        f"the bus within {_LISTEN:g} s", 2)
+    r = remote.restart(cfg, host, role, n, timeout)
+    if not r.get("ok"):
+        raise UserError(f"restart {role}:{n} on {host}: {r.get('detail')}", 1)
+    print(f"{role}:{n}: restarted on {host} (pid {r.get('old_pid') or '-'} -> {r.get('pid')})")
     return 0
 
 

@@ -116,6 +116,19 @@ async def main(ctx: RoleContext) -> None:
         p.start()
     ctx.log.info("proxying %s -> %s and %s -> %s", ep.bus_in, ep.bus_out,
                  ep.sendq_in, ep.sendq_out)
+    bridge = None
+    bus_cfg = getattr(ctx.cfg, "bus", None)
+    if bus_cfg is not None and bus_cfg.listen is not None:   # satellites over TCP (CURVE)
+        from bus import curve
+        from bus.tcpbridge import TcpBridge
+        from common.config import ConfigError
+        try:
+            bridge = TcpBridge(ctx, bus_cfg.listen, curve.load(bus_cfg))
+            bridge.start()
+        except (ConfigError, zmq.ZMQError) as exc:
+            for p in proxies:
+                await p.stop()
+            raise RefuseToStart(f"bus.listen {bus_cfg.listen.url(0)}: {exc}") from None
 
     async def update_counters() -> None:
         for p in proxies:
@@ -130,6 +143,8 @@ async def main(ctx: RoleContext) -> None:
     finally:
         stats.cancel()
         await asyncio.gather(stats, return_exceptions=True)
+        if bridge is not None:
+            await bridge.stop()
         for p in proxies:
             await p.stop()
         os.close(lock_fd)

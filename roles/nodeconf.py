@@ -52,7 +52,14 @@ def load(path: str | os.PathLike) -> NodeConfig:
         resolve_secrets(data, base_dir)
     except ConfigError as exc:
         raise ConfigError(exc.key_path, exc.reason, source) from None
-    return parse_config(data, source, base_dir)
+    cfg = parse_config(data, source, base_dir)
+    if getattr(cfg, "bus", None) is not None and cfg.bus.tcp:   # CURVE key files, read now: fail at start
+        from bus import curve
+        try:
+            curve.load(cfg.bus)
+        except ConfigError as exc:
+            raise ConfigError(exc.key_path, exc.reason, source) from None
+    return cfg
 
 
 # ---------------------------------------------------------------------------

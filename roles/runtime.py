@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from bus import topics
 from bus.client import BusClient
 from bus.counters import RoleCounters
 from bus.endpoints import EndpointError, Endpoints
+from bus.endpoints import for_config as endpoints_for
 from bus.envelope import Stamper
 from bus.sendq import SendQueue
 from roles.logfmt import make_logger
@@ -114,12 +116,20 @@ class RoleContext:
     def heartbeat_body(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "session": self.session, "uptime": round(self.uptime(), 3),
                 "node": getattr(getattr(self.cfg, "node", None), "name", None),
+                "host": host_name(self.cfg),
                 "interval": self.timer("heartbeat_interval", 1.0),
                 "counters": self.counters.snapshot()}
 
     def publish_heartbeat(self) -> None:
         self.bus.publish(topics.heartbeat(self.role, self.instance), HEARTBEAT_TYPE,
                          self.heartbeat_body())
+
+
+def host_name(cfg: Any) -> str:
+    """The host this process runs on, as heartbeats name it: ``bus.host`` or the
+    host's name."""
+    bus = getattr(cfg, "bus", None)
+    return getattr(bus, "host", None) or socket.gethostname()
 
 
 def load_config(path: str) -> Any:
@@ -147,17 +157,21 @@ def run_role(role: str, main: Callable[[RoleContext], Awaitable[None]],
     except ConfigError as exc:
         print(f"{role}: {exc}", file=sys.stderr)
         return 2
-    if role in ROLE_ORDER and not 0 <= args.instance < cfg.count(role):
+    if role in ROLE_ORDER and (role, args.instance) not in cfg.instances():
         print(f"{role}: {args.config}: instance {args.instance} not configured "
-              f"(this node runs {cfg.count(role)} {role} instance(s))", file=sys.stderr)
+              f"(this host runs {', '.join(f'{r}:{n}' for r, n in cfg.instances() if r == role) or 'none'})",
+              file=sys.stderr)
         return 2
     level = args.log_level or getattr(cfg.node, "log_level", "info")
     log = make_logger(role, args.instance, level, getattr(cfg.node, "log_format", "text"),
                       cfg.node.name)
     os.umask(PRIVATE_UMASK)   # what the role creates is the node's alone (roles.hostfiles)
     try:
-        endpoints = Endpoints(cfg.node.state_dir)
+        endpoints = endpoints_for(cfg)     # a satellite's bus is the bus host's (TCP, CURVE)
         private_dir(endpoints.state_dir)
+    except ConfigError as exc:
+        print(f"{role}: {exc}", file=sys.stderr)
+        return 2
     except UnsafePath as exc:
         print(f"{role}: {args.config}: node.state_dir: {exc}", file=sys.stderr)
         return 2
