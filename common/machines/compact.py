@@ -28,6 +28,7 @@ replica fills a fresh table in the background and swaps it in (docs/replica.md).
 from __future__ import annotations
 
 import bisect
+import re
 from array import array
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -35,8 +36,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import msgpack
 import pytricia
 
-from common.machines.regtable import Entry, Match, RegistrationTable, locator_from_value, locator_value, \
-    negative_prefix
+from common.machines.regtable import Entry, Match, RegistrationTable, entry_from_value, locator_from_value, \
+    locator_value, negative_prefix
 from common.wire.addr import Eid, RleEntry
 from common.wire.eidtext import format_address, parse_eidspec
 
@@ -45,9 +46,23 @@ _MAX_IID = (1 << 24) - 1
 _SMALL_MERGE = 64      # pending index additions inserted one by one below this, else one sort
 
 
+_V4 = re.compile(r"\[(\d{1,8})\]((\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2}))\Z")
+
+
 def _fast_text(text: str):
     """(iid, family, "addr/len", length, network) of a canonical unicast EID text
-    (``format_eid``'s form), else None.  20x cheaper than ``parse_eidspec``."""
+    (``format_eid``'s form), else None.  Much cheaper than ``parse_eidspec``."""
+    m = _V4.match(text)
+    if m is not None:
+        iid, pfx, a, b, c, d, ln = m.groups()
+        iid, a, b, c, d, length = int(iid), int(a), int(b), int(c), int(d), int(ln)
+        if a > 255 or b > 255 or c > 255 or d > 255 or length > 32 or iid > _MAX_IID \
+                or f"[{iid}]{a}.{b}.{c}.{d}/{length}" != text:
+            return None
+        net = (a << 24) | (b << 16) | (c << 8) | d
+        if length < 32 and net & ((1 << (32 - length)) - 1):
+            return None
+        return iid, 4, pfx, length, net
     if not text.startswith("["):
         return None
     close = text.find("]")
@@ -121,6 +136,11 @@ def _items(v) -> tuple:
 class CompactTable:
     """See the module docstring."""
 
+    # hook (as RegistrationTable.on_change, for the fast path's cache): called right
+    # after every version step with (the changed Eid or None, removed?); adopt and
+    # clear step the version without it (a reader sees a step it was not told of)
+    on_change = None
+
     def __init__(self) -> None:
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
         self._index: dict[tuple[int, int], object] = {}     # sorted net << 8 | len
@@ -143,8 +163,11 @@ class CompactTable:
         """Become ``other`` (its contents, in one step); ``other`` must not be used after."""
         other.finalize()
         v = max(self.version, other.version) + 1
+        hook = self.__dict__.get("on_change")
         self.__dict__.update(other.__dict__)
         self.version = v
+        if hook is not None:
+            self.on_change = hook
 
     def finalize(self) -> None:
         """Merge pending index additions now (e.g. before a swap, not on the first read)."""
@@ -157,9 +180,10 @@ class CompactTable:
         text = value["eid"]
         parsed = _parse(text)
         if parsed is None:
+            e = entry_from_value(key, value)      # raises before any change if malformed
             self.delete(key)
-            self._m.set(key, value)
-            self.version += 1
+            self._m.put(e)
+            self._step(e.eid, False)
             return
         xtr = str(value.get("xtr", ""))
         iid, fam, pfx = parsed[0], parsed[1], parsed[2]
@@ -174,7 +198,7 @@ class CompactTable:
         if e.eid.is_multicast:
             self.delete(e.key)
             self._m.put(e)
-            self.version += 1
+            self._step(e.eid, False)
             return
         fam = 4 if isinstance(e.eid.address, IPv4Address) else 6
         pfx = f"{format_address(e.eid.address)}/{e.eid.length}"
@@ -188,9 +212,13 @@ class CompactTable:
 
     def _add(self, key: str, parsed, item: bytes, usual: bool) -> None:
         _fields(item)                       # a malformed value raises here, before any change
-        self.delete(key)
-        self.version += 1
         iid, fam, pfx, length, net = parsed
+        tk = (iid, fam)
+        tree = self._trees.get(tk)
+        if not usual or key in self._keyed or (tree is not None and tree.has_key(pfx)):
+            self.delete(key)                # (else the key is stored nowhere: nothing to remove)
+        else:
+            self._step(None, True)          # the version steps as if (RegistrationTable.put)
         got = self._intern.get(item)
         if got is None:
             self._intern[item] = [item, 1]
@@ -199,8 +227,6 @@ class CompactTable:
             item = got[0]
         if not usual:
             self._keyed[key] = f"[{iid}]{pfx}"
-        tk = (iid, fam)
-        tree = self._trees.get(tk)
         if tree is None:
             tree = self._trees[tk] = pytricia.PyTricia(_BITS[fam])
             self._index[tk] = array("Q") if fam == 4 else []
@@ -211,35 +237,50 @@ class CompactTable:
         else:
             tree[pfx] = _items(old) + (item,)
         self._n += 1
+        if self.on_change is not None:
+            self._step(_eid(parsed), False)
+        else:
+            self.version += 1
+
+    def _step(self, eid, removed: bool) -> None:
+        self.version += 1
+        if self.on_change is not None:
+            self.on_change(eid, removed)
 
     def delete(self, key: str) -> None:
-        self.version += 1
-        if self._m.get(key) is not None:
+        e = self._m.get(key)
+        if e is not None:
             self._m.delete(key)
+            self._step(e.eid, True)
             return
+        parsed = self._remove(key)
+        self._step(None if parsed is None or self.on_change is None else _eid(parsed), True)
+
+    def _remove(self, key: str):
+        """Remove ``key``'s registration; returns its parsed prefix (None: not stored)."""
         text = self._keyed.get(key)
         if text is None:
             text, sep, _ = key.rpartition("|")
             if not sep:
-                return
+                return None
         try:
             parsed = _parse(text)
         except ValueError:
-            return
+            return None
         if parsed is None:
-            return
+            return None
         iid, fam, pfx, length, net = parsed
         tk = (iid, fam)
         tree = self._trees.get(tk)
         if tree is None or not tree.has_key(pfx):
-            return
+            return None
         items = _items(tree[pfx])
         for i, item in enumerate(items):
             f = _fields(item)
             if (f[9] if f[9] is not None else f"[{iid}]{pfx}|{f[8]}") == key:
                 break
         else:
-            return
+            return None
         rest = items[:i] + items[i + 1:]
         self._n -= 1
         self._keyed.pop(key, None)
@@ -249,13 +290,14 @@ class CompactTable:
             del self._intern[item]
         if rest:
             tree[pfx] = rest[0] if len(rest) == 1 else rest
-            return
+            return parsed
         tree.delete(pfx)
         keys = self._sorted(tk)
         k = net << 8 | length
         j = bisect.bisect_left(keys, k)
         if j < len(keys) and keys[j] == k:
             keys.pop(j)
+        return parsed
 
     # -- reading -------------------------------------------------------------------
     def _entries(self, iid: int, pfx: str, v) -> list[Entry]:
@@ -395,6 +437,11 @@ class CompactTable:
                 return True
             i += 1
         return False
+
+
+def _eid(parsed) -> Eid:
+    iid, fam, _pfx, length, net = parsed
+    return Eid(iid, IPv4Address(net) if fam == 4 else IPv6Address(net), length)
 
 
 def _tk(eid: Eid) -> tuple[int, int]:

@@ -46,6 +46,18 @@ reach it.  It keeps its data and its position and is in sync again
 missed (a heartbeat at its ``seq`` or the next delta); anything else resyncs as
 above.
 
+Serving while resyncing (issue 11, docs/replica.md): with ``store`` given (a
+factory of tables with ``set``/``delete``/``adopt``, e.g.
+:class:`common.machines.compact.CompactTable`), the replica *is* such a table and a
+snapshot fills a fresh one, which replaces the old in one step
+(:class:`Replaced`) instead of one event per key.  With ``keep_serving``, a replica
+that was in sync stays in sync through a resync whose cause lost nothing it holds -
+the writer restarted (a new session: its state is reloaded from the same committed
+store), a snapshot that is late, a buffer overflow after a complete snapshot - and
+answers from its current, complete data until the new snapshot is swapped in; a gap
+or a heartbeat ahead (deltas lost) ends it at once, and so does the silent-writer
+bound.
+
 Keys must be hashable (str, bytes, int, tuples of them); values anything.
 Inputs return lists of events; nothing here reads a clock or touches a socket.
 """
@@ -87,6 +99,12 @@ class KeyDeleted:
 
 
 @dataclass(frozen=True, slots=True)
+class Replaced:
+    """A snapshot was swapped in whole (store mode): ``count`` keys now."""
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class SyncGained:
     seq: int
     session: str
@@ -97,7 +115,10 @@ class SyncLost:
     reason: str
 
 
-Event = SnapshotRequested | KeySet | KeyDeleted | SyncGained | SyncLost
+Event = SnapshotRequested | KeySet | KeyDeleted | Replaced | SyncGained | SyncLost
+
+# resyncs that lose nothing the replica holds: it may keep answering (keep_serving)
+KEEPS_SERVING = frozenset({SESSION_CHANGED, SNAPSHOT_TIMEOUT, BUFFER_OVERFLOW})
 
 
 class ReplicaError(Exception):
@@ -123,14 +144,18 @@ class ReplicaReader:
     """The reader side of one stream.  See the module docstring."""
 
     def __init__(self, *, snapshot_timeout: float = 5.0, max_buffer: int = 100_000,
-                 silent_after: float | None = None) -> None:
+                 silent_after: float | None = None, store=None, keep_serving: bool = False) -> None:
         self.snapshot_timeout = snapshot_timeout
+        self._store = store                  # factory of tables (store mode), or None: a dict
+        self.keep_serving = keep_serving
+        self.serving = False                 # resyncing, answering from the current data
+        self.bad_values = 0                  # store mode: values the table refused
         self.silent_after = silent_after     # seconds without a message: not in sync
         self.silent = False
         self._heard: float | None = None
         self.max_buffer = max_buffer
         self.state = IDLE
-        self.data: dict[Hashable, Any] = {}
+        self.data: Any = {} if store is None else store()
         self.seq: int | None = None          # the writer seq the replica reflects
         self.session: str | None = None      # the writer session it came from
         self.resyncs: dict[str, int] = {}    # reason -> count
@@ -138,12 +163,16 @@ class ReplicaReader:
         self._deadline: float | None = None
         self._buffer: list[_Delta | _Heartbeat] = []
         self._overflow = False
-        self._snap: dict[Hashable, Any] = {}
+        self._snap: Any = self._fresh()
+
+    def _fresh(self):
+        return {} if self._store is None else self._store()
 
     @property
     def in_sync(self) -> bool:
-        """True while the replica is known to equal the writer's table at ``seq``."""
-        return self.state == IN_SYNC and not self.silent
+        """True while the replica is known to equal the writer's table at ``seq``, or
+        (``serving``) to be a complete, committed state of it while a resync runs."""
+        return (self.state == IN_SYNC or self.serving) and not self.silent
 
     @property
     def request(self) -> int:
@@ -169,14 +198,25 @@ class ReplicaReader:
     def snapshot_items(self, request: int, items: Iterable[tuple[Hashable, Any]]) -> None:
         """One chunk of the snapshot answering ``request`` (stale requests ignored)."""
         if self.state == AWAITING and request == self._request:
-            self._snap.update(items)
+            if self._store is None:
+                self._snap.update(items)
+                return
+            for k, v in items:
+                try:
+                    self._snap.set(k, v)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    self.bad_values += 1
 
     def snapshot_end(self, request: int, session: str, seq: int, now: float) -> list[Event]:
         """The snapshot answering ``request`` is complete: the writer was at ``seq``."""
         if self.state != AWAITING or request != self._request:
             return []
-        events = self._replace(self._snap)
-        self._snap = {}
+        if self._store is None:
+            events = self._replace(self._snap)
+        else:
+            self.data.adopt(self._snap)
+            events = [Replaced(len(self.data))]
+        self._snap = self._fresh()
         self.seq = seq
         self.session = session
         self._deadline = None
@@ -196,7 +236,7 @@ class ReplicaReader:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next wants to run, or None."""
-        if self.state == IN_SYNC and not self.silent and self.silent_after is not None \
+        if (self.state == IN_SYNC or self.serving) and not self.silent and self.silent_after is not None \
                 and self._heard is not None:
             quiet = self._heard + self.silent_after
             return quiet if self._deadline is None else min(quiet, self._deadline)
@@ -205,9 +245,12 @@ class ReplicaReader:
     def handle_timer(self, now: float) -> list[Event]:
         if self._deadline is not None and now >= self._deadline and self.state == AWAITING:
             return self._resync(now, SNAPSHOT_TIMEOUT)
-        if (self.state == IN_SYNC and not self.silent and self.silent_after is not None
-                and self._heard is not None and now >= self._heard + self.silent_after):
-            self.silent = True
+        if (self.state == IN_SYNC or self.serving) and not self.silent and self.silent_after is not None \
+                and self._heard is not None and now >= self._heard + self.silent_after:
+            if self.state != IN_SYNC:      # resyncing: the new snapshot brings it back
+                self.serving = False
+            else:
+                self.silent = True
             self.resyncs[WRITER_SILENT] = self.resyncs.get(WRITER_SILENT, 0) + 1
             return [SyncLost(WRITER_SILENT)]
         return []
@@ -243,12 +286,21 @@ class ReplicaReader:
                 events.append(self._apply(msg))
             # else: already in the snapshot (or a duplicate)
         if self.state == CONFIRMING or (self.state == IN_SYNC and self.silent):
-            self.state, self.silent = IN_SYNC, False
+            self.state, self.silent, self.serving = IN_SYNC, False, False
             events.append(SyncGained(self.seq, self.session))
         return events
 
     def _apply(self, d: _Delta) -> Event:
         self.seq = d.seq
+        if self._store is not None:
+            if not d.deleted:
+                try:
+                    self.data.set(d.key, d.value)
+                    return KeySet(d.key, d.value)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    self.bad_values += 1   # not kept: never answered from an old value
+            self.data.delete(d.key)
+            return KeyDeleted(d.key)
         if d.deleted:
             self.data.pop(d.key, None)
             return KeyDeleted(d.key)
@@ -266,15 +318,16 @@ class ReplicaReader:
 
     def _resync(self, now: float, reason: str | None) -> list[Event]:
         events: list[Event] = []
+        keep = self.keep_serving and self.in_sync and reason in KEEPS_SERVING
         if reason is not None:
             self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
-            if self.in_sync:   # (a silent replica said so already)
+            if self.in_sync and not keep:   # (a silent replica said so already)
                 events.append(SyncLost(reason))
-        self.state, self.silent = AWAITING, False
+        self.state, self.silent, self.serving = AWAITING, False, keep
         self._request += 1
         self._deadline = now + self.snapshot_timeout
         self._buffer = []
         self._overflow = False
-        self._snap = {}
+        self._snap = self._fresh()
         events.append(SnapshotRequested(self._request))
         return events

@@ -211,3 +211,24 @@ def test_resolver_replies_are_byte_identical_over_either_table():
         req = ecm_request(host, itr="127.0.0.1", sport=5000)
         assert ra.handle(req, ("127.0.0.1", 5000), "127.0.0.2", 0.0) == \
             rb.handle(req, ("127.0.0.1", 5000), "127.0.0.2", 0.0)
+
+
+def test_every_version_step_is_reported_once_with_the_changed_prefix():
+    """The on_change hook contract the fast path's cache relies on (as RegistrationTable)."""
+    t = CompactTable()
+    seen = []
+    t.on_change = lambda eid, removed: seen.append((t.version, eid, removed))
+    a, b = prefix(4, 0x0A010000, 16), prefix(6, 0x20010DB8 << 96, 32)
+    t.set(entry_key(a, b""), value(a, b"", 1))
+    t.set(entry_key(b, b""), value(b, b"", 1))
+    t.set(entry_key(a, b""), value(a, b"", 3))       # a replacement: removed, then added
+    t.delete(entry_key(a, b""))
+    t.delete("[0]10.9.0.0/16|")                      # absent
+    versions = [v for v, _, _ in seen]
+    assert versions == list(range(versions[0], versions[0] + len(seen))) and versions[-1] == t.version
+    assert [(e, r) for _, e, r in seen if e is not None] == \
+        [(a, False), (b, False), (a, True), (a, False), (a, True)]
+    fresh = CompactTable()
+    v = t.version
+    t.adopt(fresh)
+    assert t.on_change is not None and t.version > v
