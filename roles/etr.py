@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 from bus import topics
 from common.wire.ecm import Ecm
+from common.machines.lispsec import LispSecError, etr_open
 from common.wire.errors import DecodeError
 from common.machines.etr import EtrMachine
 from common.wire.messages import MapRequest, decode_message
@@ -76,9 +77,9 @@ class Machines:
     def handle_map_notify(self, data, src, now) -> bool:
         return any(m.handle_map_notify(data, src[0], src[1], now) for m in self.all())
 
-    def handle_map_request(self, req, reply_to, now, local):
+    def handle_map_request(self, req, reply_to, now, local, lisp_sec=None):
         for m in self.all():
-            out = m.handle_map_request(req, reply_to, now, local_addr=local)
+            out = m.handle_map_request(req, reply_to, now, local_addr=local, lisp_sec=lisp_sec)
             if out is not None:
                 return out
         return None
@@ -148,8 +149,12 @@ async def main(ctx: RoleContext) -> None:
             except asyncio.TimeoutError:
                 pass
 
-    def answer(req: MapRequest, reply_to, local=None) -> None:
-        out = etrs.handle_map_request(req, reply_to, time.monotonic(), local)
+    # LISP-SEC (RFC 9303): the MS-OTK comes wrapped with our Map-Server key
+    sec_keys = [k.secret_bytes for k in [s.key for s in cfg.etr.map_servers] + [cfg.etr.decent_key]
+                if k is not None and k.secret is not None]
+
+    def answer(req: MapRequest, reply_to, local=None, lisp_sec=None) -> None:
+        out = etrs.handle_map_request(req, reply_to, time.monotonic(), local, lisp_sec)
         if out is None:
             ctx.counters.drop("map-request-not-ours", str(req.records[0].prefix) if req.records else "")
             return
@@ -166,7 +171,15 @@ async def main(ctx: RoleContext) -> None:
             ctx.counters.drop("bad-punt", f"{topic}: {exc}")
             return
         if isinstance(msg, Ecm) and isinstance(msg.inner, MapRequest):
-            answer(msg.inner, (str(msg.ip.src), msg.ip.sport), local)
+            sec = None
+            if msg.auth is not None:
+                try:
+                    sec = etr_open(data, msg.auth, sec_keys)
+                except LispSecError as exc:
+                    if exc.reason != "ecm-eid-ad-empty":   # that one: not via a Map-Server; plain reply
+                        ctx.counters.drop(f"lisp-sec.{exc.reason}", str(exc))
+                        return
+            answer(msg.inner, (str(msg.ip.src), msg.ip.sport), local, sec)
         elif isinstance(msg, MapRequest) and msg.probe:
             answer(msg, src, local)
         elif isinstance(msg, MapRequest):

@@ -352,7 +352,7 @@ class EtrMachine:
         return any(eid_contains(m.eid, eid) for m in self.mappings)
 
     def handle_map_request(self, req: MapRequest, reply_to=None, now: float = 0.0, *,
-                           local_addr=None) -> tuple | None:
+                           local_addr=None, lisp_sec=None) -> tuple | None:
         """The authoritative Map-Reply for a Map-Request, as ``(address, port, payload)``.
 
         ``reply_to`` is ``(address, port)`` of the request's sender (the inner
@@ -362,6 +362,9 @@ class EtrMachine:
         is answered with that mapping (and any mapping more specific inside it),
         A=1, its TTL and its sorted locators.  A probe (P=1) gets P=1; the locator
         equal to ``local_addr`` (the address the probe arrived on) gets p=1.
+        ``lisp_sec``: ``(MS-OTK, EID-AD bytes, PKT HMAC ID)`` from a Map-Server's ECM
+        with S=1 (common.machines.lispsec.etr_open): the reply gets S=1, that EID-AD
+        and its PKT HMAC (RFC 9303 6.6).
         None when no record is ours, or there is nowhere to send the reply."""
         recs: list[EidRecord] = []
         for rr in req.records:
@@ -392,7 +395,13 @@ class EtrMachine:
             return self._none("map_request_no_itr_rloc")
         reply = MapReply(req.nonce, tuple(recs), probe=req.probe)
         self.counters["map_reply_sent"] = self.counters.get("map_reply_sent", 0) + 1
-        return (dst, reply_to[1] if reply_to is not None else 4342, encode_message(reply))
+        payload = encode_message(reply)
+        if lisp_sec is not None:
+            from common.machines.lispsec import sign_reply
+            ms_otk, eid_ad, hmac_id = lisp_sec
+            payload = sign_reply(payload, eid_ad, hmac_id, ms_otk)
+            self.counters["map_reply_signed"] = self.counters.get("map_reply_signed", 0) + 1
+        return (dst, reply_to[1] if reply_to is not None else 4342, payload)
 
     def _none(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1

@@ -28,6 +28,18 @@ SMR-invoked (s=1) Map-Request for the cached prefix through the Map-Resolvers, a
 most one per ``smr_interval`` (3 s) per prefix; an SMR for an EID not in the
 cache is ignored (RFC 9301 6.1).
 
+LISP-SEC (RFC 9303, ``lisp_sec`` "on" or "required"): every Map-Request goes out as
+an ECM with S=1 carrying a fresh one-time key from the injected ``otk_source()``
+(wrapped with ``lisp_sec_key``, or null-wrapped without one), remembered with the
+nonce.  A reply is installed only when its EID HMAC (ITR-OTK), its PKT HMAC (the
+MS-OTK derived from the ITR-OTK) and the inclusion of every record's prefix in the
+EID-AD all check (:func:`common.machines.lispsec.verify_reply`); otherwise it is
+refused, counted (``lisp_sec_refused`` and ``lisp_sec_refused.<reason>``) and
+reported in ``refusals``, the map-cache untouched and the request still pending.
+A reply with S=0 is refused under "required"; under "on" it is accepted as
+unprotected (``lisp_sec_unprotected``), the incremental-deployment case of RFC 9303
+(docs/lisp-sec.md).
+
 The shell sends ``datagrams_to_send()`` (each ``(address, port, payload)``) from
 the ITR's socket and arms one timer for ``next_timer()``.
 """
@@ -42,6 +54,7 @@ from typing import Callable
 from common.wire.addr import NO_ADDRESS, Eid, eid_to_wire
 from common.config import INT_TIMERS, TIMER_DEFAULTS
 from common.wire.ecm import Ecm
+from common.machines.lispsec import LispSecError, itr_auth, verify_reply
 from common.wire.errors import DecodeError
 from common.machines.etr import eid_contains
 from common.wire.ipudp import IpUdp
@@ -61,14 +74,15 @@ def default_timers() -> SimpleNamespace:
 
 def build_map_request_ecm(eid: Eid, nonce: int, itr_rlocs, sport: int, *,
                           smr_invoked: bool = False, source_eid=NO_ADDRESS,
-                          fallback_dst=None) -> bytes:
+                          fallback_dst=None, auth=None) -> bytes:
     """An ECM (E=0, M=0) carrying a Map-Request for ``eid`` (WIRE-FORMAT 4, 8).
 
     Inner IP: from the first of ``itr_rlocs`` of the EID's family to the EID address
     (the group of an (S,G) EID; ``fallback_dst`` for an EID that is no IP address);
     with no RLOC of that family the source is the IPv4-mapped form of an IPv4 RLOC
     (or 0.0.0.0), since repliers answer the ITR-RLOCs, not the inner source.
-    Inner UDP: ``sport`` -> 4342.  ITR-RLOCs: ``itr_rlocs`` (1..32)."""
+    Inner UDP: ``sport`` -> 4342.  ITR-RLOCs: ``itr_rlocs`` (1..32).  ``auth``: the
+    LISP-SEC authentication data (S=1), common.wire.lispsec.EcmAuth."""
     rlocs = tuple(itr_rlocs)[:32]
     addr, mask = eid_to_wire(eid)
     req = MapRequest(nonce, rlocs, (RequestRecord(addr, mask),), source_eid=source_eid,
@@ -81,7 +95,7 @@ def build_map_request_ecm(eid: Eid, nonce: int, itr_rlocs, sport: int, *,
         v4 = next((a for a in rlocs if isinstance(a, IPv4Address)), None)
         src = IPv6Address(f"::ffff:{v4}") if isinstance(dst, IPv6Address) and v4 else (
             IPv6Address(0) if isinstance(dst, IPv6Address) else IPv4Address(0))
-    return encode_message(Ecm(req, IpUdp(src, dst, sport, CONTROL_PORT)))
+    return encode_message(Ecm(req, IpUdp(src, dst, sport, CONTROL_PORT), auth=auth))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +151,8 @@ class ItrMachine:
 
     def __init__(self, *, own_rlocs, map_resolvers, nonce_source: Callable[[], int],
                  itr_port: int = 0, timers=None, infinite_ttl: float = DEFAULT_INFINITE_TTL,
-                 smr_interval: float = DEFAULT_SMR_INTERVAL) -> None:
+                 smr_interval: float = DEFAULT_SMR_INTERVAL, lisp_sec: str = "off",
+                 lisp_sec_key: bytes | None = None, otk_source: Callable[[], bytes] | None = None) -> None:
         self.own_rlocs = tuple(own_rlocs)[:32]
         if not self.own_rlocs:
             raise ValueError("the ITR needs at least one RLOC")
@@ -148,6 +163,15 @@ class ItrMachine:
         self.itr_port = itr_port
         self.timers = timers if timers is not None else default_timers()
         self.smr_interval = smr_interval
+        if lisp_sec not in ("off", "on", "required"):
+            raise ValueError(f"lisp_sec must be off, on or required, not {lisp_sec!r}")
+        if lisp_sec != "off" and otk_source is None:
+            raise ValueError("LISP-SEC needs an otk_source (16 random bytes per call)")
+        self.lisp_sec = lisp_sec
+        self.lisp_sec_key = lisp_sec_key
+        self.otk_source = otk_source
+        self._otk: dict[int, bytes] = {}          # nonce -> ITR-OTK of that attempt
+        self.refusals: list[tuple] = []           # (eid, reason, detail), for the shell to log
         self.resolvers_for = None     # optional: eid -> Map-Resolver endpoints for it
         self.cache = MapCache(infinite_ttl=infinite_ttl)
         self._pending: dict[Eid, _Pending] = {}
@@ -206,23 +230,30 @@ class ItrMachine:
         if self.resolvers_for is not None:  # pull mode: the EID's index set
             mrs = tuple(_endpoint(m) for m in self.resolvers_for(p.eid)) or mrs
         mr = mrs[p.mr_index % len(mrs)]
-        self._out.append((mr[0], mr[1], self._ecm(p, nonce, mr[0])))
+        auth = None
+        if self.lisp_sec != "off":
+            otk = bytes(self.otk_source())
+            self._otk[nonce] = otk
+            auth = itr_auth(otk, self.lisp_sec_key)
+        self._out.append((mr[0], mr[1], self._ecm(p, nonce, mr[0], auth)))
         p.attempts += 1
         p.next_send = now + self.timers.map_request_retry
         self._last_sent[p.eid] = now
         self._count("smr_invoked_sent" if p.smr_invoked else "map_request_sent")
 
-    def _ecm(self, p: _Pending, nonce: int, mr_address) -> bytes:
+    def _ecm(self, p: _Pending, nonce: int, mr_address, auth=None) -> bytes:
         return build_map_request_ecm(p.eid, nonce, self.own_rlocs, self.itr_port,
                                      smr_invoked=p.smr_invoked, source_eid=p.source_eid,
-                                     fallback_dst=mr_address)
+                                     fallback_dst=mr_address, auth=auth)
 
     # -- replies -----------------------------------------------------------------
     def handle_map_reply(self, data, now: float) -> list:
         """Take a Map-Reply (bytes or a decoded MapReply); return its events."""
+        raw = None
         if isinstance(data, (bytes, bytearray, memoryview)):
+            raw = bytes(data)
             try:
-                reply = decode_message(bytes(data))
+                reply = decode_message(raw)
             except DecodeError:
                 self._count("map_reply_malformed")
                 return []
@@ -237,6 +268,8 @@ class ItrMachine:
             return []
         if reply.probe and not all(r.authoritative for r in reply.records):
             self._count("map_reply_probe_not_authoritative")
+            return []
+        if self.lisp_sec != "off" and not self._lisp_sec_ok(key, reply, raw):
             return []
         self._count("map_reply_accepted")
         prefixes = []
@@ -253,9 +286,29 @@ class ItrMachine:
             p = self._pending.pop(e)
             for n in p.nonces:
                 self._by_nonce.pop(n, None)
+                self._otk.pop(n, None)
             self._backoff.pop(e, None)
             events.append(Resolved(e, self.cache.lookup(e, now), p.smr_invoked))
         return events
+
+    def _lisp_sec_ok(self, key: Eid, reply: MapReply, raw: bytes | None) -> bool:
+        """RFC 9303 6.8 for one matched reply; False (counted, noted) when refused."""
+        if not reply.security and self.lisp_sec == "on":
+            self._count("lisp_sec_unprotected")
+            return True
+        otk = self._otk.get(reply.nonce)
+        try:
+            if otk is None:
+                raise LispSecError("no-otk")
+            verify_reply(raw if raw is not None else encode_message(reply), reply, otk, reply.nonce)
+        except LispSecError as exc:
+            self._count("lisp_sec_refused")
+            self._count(f"lisp_sec_refused.{exc.reason}")
+            self.refusals.append((key, exc.reason, str(exc)))
+            del self.refusals[:-64]
+            return False
+        self._count("lisp_sec_verified")
+        return True
 
     # -- SMR -----------------------------------------------------------------------
     def handle_map_request(self, req: MapRequest, now: float) -> bool:
@@ -307,6 +360,7 @@ class ItrMachine:
                 del self._pending[p.eid]
                 for n in p.nonces:
                     self._by_nonce.pop(n, None)
+                    self._otk.pop(n, None)
                 self._backoff[p.eid] = now + t.map_request_backoff
                 self._count("resolve_failed")
                 events.append(ResolveFailed(p.eid, p.attempts, now + t.map_request_backoff))

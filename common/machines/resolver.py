@@ -75,6 +75,8 @@ class Resolver:
                            # ETR answers a request the replica holds nothing for, E bit or not
     count = None           # name -> None: counts events that are neither a send nor a drop
     control_port = 4342    # this node's Map-Server port, for Info-Replies
+    lisp_sec = None        # common.machines.lispsec.MsLispSec (issue 13): RFC 9303 on the
+                           # Map-Server treatment (ETR forwards and the replies built here)
 
     def __init__(self, table: RegistrationTable, configured: PrefixSet, *, site_of=None, shard_for=None,
                  neg_ttl_non_eid: int = 15, neg_ttl_unregistered: int = 1, proxy_ttl: int = 1440,
@@ -169,17 +171,23 @@ class Resolver:
         itr = _itr_rloc(req, local)
         if itr is None:
             return [Drop("no-usable-itr-rloc")]
+        sec = None
+        if self.lisp_sec is not None:
+            sec, refused = self.lisp_sec.open(ecm, req, eids, self.table.lookup)
+            if refused is not None:
+                return [Drop(*refused)]
         out, count, parts, what = [], 0, [], "negative-reply"
         room = self._room(local)
-        etrs: list[str] = []
+        if sec is not None:   # room for the LISP-SEC data too: 48 bytes + at most 0.8 x the records
+            room = (room - 48) * 5 // 9
+        etrs: dict[str, list] = {}
         for eid in eids:
             kind, a, b = self._answer(eid, local)
             if kind == "proxy" and a > 1 and (count + a > MAX_RECORDS or len(b) > room):
                 # the match and its more-specifics do not fit what is left: one record
                 kind, a, b = self._carved(eid, local)
             if kind == "etr":
-                if a not in etrs:
-                    etrs.append(a)
+                etrs.setdefault(a, []).append(eid)
                 continue
             if kind == "none":
                 out.append(Drop("no-usable-etr-rloc", a))
@@ -192,13 +200,15 @@ class Resolver:
             parts.append(b)
             if kind == "proxy":
                 what = "proxy-reply"
-        for etr in etrs:
-            out.append(Send(etr, 4342, set_ecm_flags(data, to_etr=True, to_ms=False), "forwarded-to-etr"))
+        for etr, answered in etrs.items():
+            fwd = set_ecm_flags(data, to_etr=True, to_ms=False) if sec is None else sec.forward(answered)
+            out.append(Send(etr, 4342, fwd, "forwarded-to-etr"))
         if count and self.dest_limiter is not None and not self.dest_limiter.allow(itr, now):
             out.append(Drop("rate-limited-destination", itr))
         elif count:
             head = _W0_NONCE.pack((2 << 28) | count, req.nonce)
-            out.append(Send(itr, ecm.ip.sport, head + b"".join(parts), what))
+            reply = head + b"".join(parts)
+            out.append(Send(itr, ecm.ip.sport, reply if sec is None else sec.sign(reply), what))
         if unsupported:
             out.append(Drop("unsupported-eid-family", f"{unsupported} record(s)"))
         return out
