@@ -111,8 +111,12 @@ def main() -> int:
             t = threading.Thread(target=legitimate, args=(args.seconds, 20.0, legit))
             t.start()
             tfile = write_templates(BUILD / f"flood-{kind}.bin", payloads)
-            r = lispload(RLOC, tfile, src=ATTACKER, rate=args.rate, seconds=args.seconds, raw=True,
-                         sockets=1, warmup=0.0, drain=0.2, timeout_ms=50)
+            # patch mode cycles the templates for the whole run (raw mode sends each
+            # once); the nonce at byte 4 changes per datagram, which spoils no check
+            # a flood should pass: the MAC is wrong already, random bytes stay random,
+            # and a prefix in no site is refused before the MAC is looked at
+            r = lispload(RLOC, tfile, src=ATTACKER, rate=args.rate, seconds=args.seconds,
+                         nonce_off=4, sockets=1, warmup=0.0, drain=0.2, timeout_ms=50)
             t.join(timeout=args.seconds + 30)
             after = {k: v.get("pid") for k, v in node.status().items()}
             c1 = node.counters()
