@@ -120,7 +120,7 @@ def message_json(m, structured: bool = True) -> dict:
     ``structured``: LCAF addresses as objects (False: as their one-line text)."""
     if isinstance(m, Ecm):
         return {"type": "ecm", "nonce": getattr(m.inner, "nonce", 0),
-                "flags": {"ddt": m.ddt, "to_etr": m.to_etr, "to_ms": m.to_ms},
+                "flags": {"security": m.security, "ddt": m.ddt, "to_etr": m.to_etr, "to_ms": m.to_ms},
                 "inner_ip": {"src": format_address(m.ip.src), "dst": format_address(m.ip.dst),
                              "sport": m.ip.sport, "dport": m.ip.dport, "ttl": m.ip.ttl},
                 "records": [], "inner": message_json(m.inner, structured)}
