@@ -114,6 +114,10 @@ class Match:
 
 
 class RegistrationTable:
+    # hook (issue 11, the fast path's exact cache invalidation): called right after
+    # every version step with (the changed Eid or None, removed?) by put/delete
+    on_change = None
+
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
@@ -142,6 +146,8 @@ class RegistrationTable:
 
     def put(self, e: Entry) -> None:
         self.version += 1
+        if self.on_change is not None:
+            self.on_change(e.eid, False)
         key, eid = e.key, e.eid
         if key in self._entries:
             self.delete(key)
@@ -173,6 +179,8 @@ class RegistrationTable:
     def delete(self, key: str) -> None:
         self.version += 1
         e = self._entries.pop(key, None)
+        if self.on_change is not None:
+            self.on_change(None if e is None else e.eid, True)
         if e is None:
             return
         if e.eid.is_multicast:
