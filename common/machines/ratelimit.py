@@ -45,12 +45,24 @@ class TokenTable:
         self.buf, self.offset, self.slots = buf, offset, slots
         self.rate, self.burst, self.key = rate, burst, key
         self._mask = slots - 1
+        self._memo: dict[str, tuple[int, int]] = {}   # name -> its slots (bounded; a pure cache)
+        # the same slots as doubles (debt at 2i, last at 2i + 1): indexing is cheaper than struct
+        self._d = memoryview(buf)[offset:offset + slots * SLOT.size].cast("B").cast("d")
 
     @staticmethod
     def size(slots: int) -> int:
         return slots * SLOT.size
 
     def _slots(self, name: str) -> tuple[int, int]:
+        got = self._memo.get(name)
+        if got is not None:
+            return got
+        if len(self._memo) >= 65536:
+            self._memo.clear()
+        got = self._memo[name] = self._hash_slots(name)
+        return got
+
+    def _hash_slots(self, name: str) -> tuple[int, int]:
         h = int.from_bytes(hashlib.blake2b(name.encode(), key=self.key, digest_size=8).digest(), "little")
         i, j = h & self._mask, (h >> 32) & self._mask
         if i == j:
@@ -66,12 +78,30 @@ class TokenTable:
 
     def allow(self, name: str, now: float) -> bool:
         """Take one token for ``name`` if it has one."""
-        a, b = self._slots(name)
-        ta, tb = self._tokens(a, now), self._tokens(b, now)
-        if ta < 1.0 or tb < 1.0:
+        a, b = self._memo.get(name) or self._slots(name)
+        a, b = (a - self.offset) >> 3, (b - self.offset) >> 3    # the slots' debt doubles
+        d, burst = self._d, self.burst
+        # _tokens for both slots, inline (this runs once or twice per Map-Request)
+        last = d[a + 1]
+        if last > now + 60.0:
+            ta = burst
+        else:
+            ta = burst - d[a] + (now - last) * self.rate if now > last else burst - d[a]
+            if ta > burst:
+                ta = burst
+        if ta < 1.0:
             return False
-        SLOT.pack_into(self.buf, a, self.burst - (ta - 1.0), now)
-        SLOT.pack_into(self.buf, b, self.burst - (tb - 1.0), now)
+        last = d[b + 1]
+        if last > now + 60.0:
+            tb = burst
+        else:
+            tb = burst - d[b] + (now - last) * self.rate if now > last else burst - d[b]
+            if tb > burst:
+                tb = burst
+        if tb < 1.0:
+            return False
+        d[a], d[a + 1] = burst - (ta - 1.0), now
+        d[b], d[b + 1] = burst - (tb - 1.0), now
         return True
 
     def tokens(self, name: str, now: float) -> float:
