@@ -157,7 +157,9 @@ MAIN = ("received", "answered", "forwarded", "register.accepted", "registrations
 def run_counters(args) -> int:
     cfg, _ = load_config(args)
     want = {(r, n) for r, n in cfg.instances()}
-    got = collect(cfg, topics.HEARTBEAT + ".", want=want, timeout=3.0)
+    across = getattr(cfg, "bus", None) is not None and cfg.bus.listen is not None
+    # a node across hosts: listen the whole time, the other hosts' instances too
+    got = collect(cfg, topics.HEARTBEAT + ".", want=None if across else want, timeout=3.0)
     if not got:
         raise UserError(f"no heartbeat from node {cfg.node.name}; is it running?", 1)
     out = {}
