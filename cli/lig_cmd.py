@@ -1,7 +1,7 @@
 """`decent lig`: ask the mapping system for an EID, like lig(8).
 
     decent lig EIDSPEC [-c CONFIG] [--mr ADDR[:PORT]] [--count N] [--timeout S] [--json]
-               [--strict]
+               [--strict] [--sec]
 
 Sends an ECM Map-Request from its own UDP socket, bound to the node's first RLOC
 (of the Map-Resolver's family) on an ephemeral port, to ``--mr`` (default: the
@@ -22,6 +22,13 @@ EID nor lies inside a record that does (a more-specific) is a broken answer (OOR
 has sent 11.8.0.0/13 for 10.9.9.9): it is listed in ``outside`` and flagged with a
 warning line on stderr.  Exit 0 on a reply, 1 when none came (one line on
 stderr), 2 on bad usage, 3 with ``--strict`` when a record is outside.
+
+``--sec`` asks with LISP-SEC (RFC 9303): a fresh one-time key per attempt, wrapped
+with the config's ``itr.lisp_sec_key`` (null-wrapped without one), and checks the
+reply (EID HMAC, PKT HMAC, every record inside the EID-AD).  The text says
+``LISP-SEC: verified`` (with the EID-AD) or ``LISP-SEC: NOT verified (<reason>)``;
+``--json`` adds ``"lisp_sec": {"verified", "reason", "eid_ad"}``.  Exit 4 when the
+reply did not verify.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from common.wire.eidtext import EidSpecError, format_address, format_eid, parse_
 from common.wire.errors import DecodeError
 from common.machines.etr import eid_contains
 from common.machines.itr import build_map_request_ecm
+from common.machines.lispsec import LispSecError, itr_auth, verify_reply
 from common.wire.jsonview import eid_text
 from common.wire.messages import MapReply, decode_message
 from common.wire.records import ACTION_NAMES
@@ -67,6 +75,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--strict", action="store_true",
                    help="exit 3 when a record's prefix does not hold the EID")
+    p.add_argument("--sec", action="store_true",
+                   help="ask with LISP-SEC (RFC 9303) and say whether the reply verified")
     p.set_defaults(func=run)
 
 
@@ -216,13 +226,20 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot bind to {rloc}: {exc.strerror or exc}", 1) from None
         port = sock.getsockname()[1]
         sent: dict[int, float] = {}
+        otks: dict[int, bytes] = {}
+        sec = getattr(args, "sec", False)
+        key = cfg.itr.lisp_sec_key.secret_bytes if sec and cfg.itr.lisp_sec_key else None
         if not args.json:
             print(f"Send map-request to {_hostport(mr)} for {format_eid(eid)} ...", flush=True)
         for attempt in range(count):
             mr = mrs[attempt % len(mrs)]   # --decent: round robin over the index's set
             nonce = secrets.randbits(64)
+            auth = None
+            if sec:
+                otks[nonce] = secrets.token_bytes(16)
+                auth = itr_auth(otks[nonce], key)
             data = build_map_request_ecm(eid, nonce, (rloc,) + tuple(
-                a for a in cfg.node.rlocs if a != rloc), port, fallback_dst=mr[0])
+                a for a in cfg.node.rlocs if a != rloc), port, fallback_dst=mr[0], auth=auth)
             sent[nonce] = time.monotonic()
             try:
                 sock.sendto(data, (str(mr[0]), mr[1]))
@@ -232,15 +249,33 @@ def run(args: argparse.Namespace) -> int:
                 print(f"Send map-request to {_hostport(mr)} for {format_eid(eid)} ...", flush=True)
             got = _wait(sock, sent, time.monotonic() + timeout)
             if got is not None:
-                reply, src, rtt_ms = got
+                reply, src, rtt_ms, raw = got
                 out = result_json(reply, eid, rtt_ms)
-                print(json.dumps(out) if args.json else text_view(out, reply, src, eid), flush=True)
+                text = None if args.json else text_view(out, reply, src, eid)
+                if sec:
+                    out["lisp_sec"] = sec_view(raw, reply, otks[reply.nonce])
+                    if text is not None:
+                        v = out["lisp_sec"]
+                        text += ("\nLISP-SEC: verified (EID-AD " + ", ".join(v["eid_ad"]) + ")"
+                                 if v["verified"] else f"\nLISP-SEC: NOT verified ({v['reason']})")
+                print(json.dumps(out) if args.json else text, flush=True)
+                if sec and not out["lisp_sec"]["verified"]:
+                    return 4
                 for prefix in out["outside"]:
                     print(f"decent: warning: {_hostport(src)} answered {format_eid(eid)} with a "
                           f"record for {prefix}, which does not hold it", file=sys.stderr)
                 return 3 if out["outside"] and args.strict else 0
     raise UserError(f"no map-reply from {_hostport(mr)} for {format_eid(eid)} "
                     f"after {count} attempt(s) of {timeout:g} s", 1)
+
+
+def sec_view(raw: bytes, reply: MapReply, otk: bytes) -> dict:
+    """``{"verified", "reason", "eid_ad"}`` of a reply to a LISP-SEC request."""
+    try:
+        v = verify_reply(raw, reply, otk, reply.nonce)
+    except LispSecError as exc:
+        return {"verified": False, "reason": str(exc), "eid_ad": []}
+    return {"verified": True, "reason": "", "eid_ad": [format_eid(p) for p in v.prefixes]}
 
 
 def decent_resolvers(cfg, eid: Eid) -> list:
@@ -290,4 +325,4 @@ def _wait(sock: socket.socket, sent: dict, deadline: float):
         except DecodeError:
             continue
         if isinstance(msg, MapReply) and msg.nonce in sent:
-            return msg, src, (now - sent[msg.nonce]) * 1000.0
+            return msg, src, (now - sent[msg.nonce]) * 1000.0, data

@@ -14,12 +14,12 @@ Sections (all optional except ``[node]``)::
     [roles]           map_resolver, map_server, etr, itr, discovery, dataplane
     [timers]          every protocol timer, in seconds (see TIMER_DEFAULTS)
     [map_resolver]    rate_limit, rate_burst, reply_rate_limit, reply_rate_burst, rate_slots,
-                      path_mtu, stale_heartbeats
+                      path_mtu, stale_heartbeats, fast_path, answer_cache, lisp_sec_keys
     [map_server]      proxy_reply_ttl, sync
-    [[site]]          name, nonce_policy, [[site.key]], [[site.prefix]]
+    [[site]]          name, nonce_policy, lisp_sec, [[site.key]], [[site.prefix]]
     [[database_mapping]]  eid, rlocs, ttl, proxy_reply, want_map_notify
     [etr]             map_servers, decent_key
-    [itr]             map_resolvers
+    [itr]             map_resolvers, lisp_sec, lisp_sec_key
     [decent]          mode = "none" | "pull" | "push", and that mode's keys
     [dataplane]       the LISP data path's TUN interfaces (common.dataplane_config)
     [metrics]         listen: the Prometheus endpoint ("" or absent: no metrics role)
@@ -180,6 +180,9 @@ class MapResolverSection:
     rate_slots: int = 65536  # slots of each shared rate table (a power of two)
     path_mtu: int = 1400     # no Map-Reply datagram (IP + UDP + LISP) exceeds it
     stale_heartbeats: int = 3  # a replica whose writer is silent this many heartbeats is not in sync
+    fast_path: bool = True   # common requests answered from cached reply bytes (common/machines/fastpath.py)
+    answer_cache: int = 65536  # answers the fast path caches per worker
+    lisp_sec_keys: tuple = field(default=(), repr=False)  # Keys an ITR may wrap its LISP-SEC OTK with
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class Site:
     nonce_policy: str        # "strict" | "warn" | "off"
     keys: tuple[Key, ...]
     prefixes: tuple[SitePrefix, ...]
+    lisp_sec: str = "on"     # "off" | "on" | "required" (RFC 9303, docs/lisp-sec.md)
 
     def key(self, key_id: int) -> Key | None:
         for k in self.keys:
@@ -246,6 +250,8 @@ class EtrSection:
 @dataclass(frozen=True)
 class ItrSection:
     map_resolvers: tuple[Endpoint, ...]  # default: this node's first RLOC, control_port
+    lisp_sec: str = "off"    # "off" | "on" | "required" (RFC 9303, docs/lisp-sec.md)
+    lisp_sec_key: Key | None = None  # wraps the one-time key (AES key wrap); None: null wrap
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,7 @@ class NodeConfig:
     warnings: tuple[str, ...] = ()  # not errors: e.g. prefixes inconsistent with the hash mask
     dataplane: Any = None           # common.dataplane_config.DataplaneSection ([dataplane])
     metrics: MetricsSection = MetricsSection()
+    bus: Any = None                 # common.bus_config.BusSection ([bus]: a node across hosts)
 
     def count(self, role: str) -> int:
         """How many instances of ``role`` this node runs (0 if none)."""
@@ -314,7 +321,10 @@ class NodeConfig:
         return int(getattr(self.roles, role))
 
     def instances(self) -> list[tuple[str, int]]:
-        """Every process instance ``(role, n)``, in start order (bus first)."""
+        """Every process instance ``(role, n)`` this host runs, in start order (bus first).
+        A satellite (``[bus] connect``) runs the instances of ``bus.run`` and a watchdog."""
+        if self.bus is not None and self.bus.satellite:
+            return sorted(self.bus.run + (("watchdog", 0),), key=lambda x: (ROLE_ORDER.index(x[0]), x[1]))
         return [(role, n) for role in ROLE_ORDER for n in range(self.count(role))]
 
     def site(self, name: str) -> Site | None:
@@ -643,7 +653,7 @@ def _sites(top: _Table) -> tuple[Site, ...]:
     names: dict[str, str] = {}
     owners: dict[Eid, tuple[str, str]] = {}  # EID -> (site name, key path)
     for data, path in top.tables("site"):
-        t = _Table(data, path, ("name", "nonce_policy", "key", "prefix"))
+        t = _Table(data, path, ("name", "nonce_policy", "key", "prefix", "lisp_sec"))
         name = t.get("name", _str)
         if not name:
             raise ConfigError(t.at("name"), "empty")
@@ -671,7 +681,8 @@ def _sites(top: _Table) -> tuple[Site, ...]:
             prefixes.append(SitePrefix(eid, p.get("accept_more_specifics", _bool, False)))
         if not prefixes:
             raise ConfigError(t.at("prefix"), "missing: a site needs at least one [[site.prefix]]")
-        sites.append(Site(name, policy, tuple(keys), tuple(prefixes)))
+        sites.append(Site(name, policy, tuple(keys), tuple(prefixes),
+                          t.get("lisp_sec", _choice(LISP_SEC_MODES), "on")))
     return tuple(sites)
 
 
@@ -731,11 +742,23 @@ def _etr(data: Any, roles: Roles, mode: str) -> EtrSection:
 
 
 def _itr(data: Any, node: NodeSection) -> ItrSection:
-    t = _Table(data, "itr", ("map_resolvers",))
+    t = _Table(data, "itr", ("map_resolvers", "lisp_sec", "lisp_sec_key"))
     mrs = t.get("map_resolvers", _list(_endpoint(4342), unique=True), ())
     if not mrs:
         mrs = (Endpoint(node.rlocs[0], node.control_port),)
-    return ItrSection(mrs)
+    key = t.get("lisp_sec_key", _sec_key, None)
+    return ItrSection(mrs, t.get("lisp_sec", _choice(LISP_SEC_MODES), "off"), key)
+
+
+LISP_SEC_MODES = ("off", "on", "required")
+
+
+def _sec_key(v: Any, path: str) -> Key:
+    """A LISP-SEC key-wrap key: a key table whose secret is required."""
+    k = _key(v, path, "key_id")
+    if k.secret is None:
+        raise ConfigError(f"{path}.alg", 'a LISP-SEC key needs a secret (not alg "none")')
+    return k
 
 
 _PULL_KEYS = ("modulus", "suffix", "hash_mode", "hash_mask", "name_servers", "resolve_min",
@@ -916,7 +939,7 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
     try:
         top = _Table(data, "", ("node", "roles", "timers", "map_resolver", "map_server", "site",
                                 "database_mapping", "etr", "itr", "decent", "dataplane",
-                                "metrics"),
+                                "metrics", "bus"),
                      {"sites": "unknown key (sites are [[site]] tables)",
                       "database_mappings": "unknown key (use [[database_mapping]] tables)"})
         if not top.has("node"):
@@ -929,14 +952,17 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         timers = _timers(top.data.get("timers", {}))
         mr = _Table(top.data.get("map_resolver", {}), "map_resolver",
                     ("rate_limit", "rate_burst", "reply_rate_limit", "reply_rate_burst", "rate_slots",
-                     "path_mtu", "stale_heartbeats"))
+                     "path_mtu", "stale_heartbeats", "lisp_sec_keys", "fast_path", "answer_cache"))
         mr_sec = MapResolverSection(mr.get("rate_limit", _positive, 1000.0),
                                     mr.get("rate_burst", _positive, 2000.0),
                                     mr.get("reply_rate_limit", _positive, 1000.0),
                                     mr.get("reply_rate_burst", _positive, 2000.0),
                                     mr.get("rate_slots", _int(1024, 1 << 24), 65536),
                                     mr.get("path_mtu", _int(576, 65535), 1400),
-                                    mr.get("stale_heartbeats", _int(1, 1000), 3))
+                                    mr.get("stale_heartbeats", _int(1, 1000), 3),
+                                    mr.get("fast_path", _bool, True),
+                                    mr.get("answer_cache", _int(16, 1 << 24), 65536),
+                                    lisp_sec_keys=mr.get("lisp_sec_keys", _list(_sec_key), ()))
         for lim, bur in (("rate_limit", "rate_burst"), ("reply_rate_limit", "reply_rate_burst")):
             if getattr(mr_sec, bur) < getattr(mr_sec, lim):
                 raise ConfigError(f"map_resolver.{bur}", f"{getattr(mr_sec, bur):g} is smaller than "
@@ -962,10 +988,12 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         from common.dataplane_config import parse_dataplane
         dataplane = parse_dataplane(top.data.get("dataplane", {}))
         metrics = _metrics(top.data.get("metrics", {}))
+        from common.bus_config import parse_bus
+        bus = parse_bus(top.data.get("bus", {}), base_dir)
     except ConfigError as exc:
         raise ConfigError(exc.key_path, exc.reason, source) from None
     return NodeConfig(source, node, roles, timers, mr_sec, ms_sec, sites, maps, etr, itr, decent,
-                      _pull_warnings(decent, sites, maps), dataplane, metrics)
+                      _pull_warnings(decent, sites, maps), dataplane, metrics, bus)
 
 
 __all__ = [

@@ -41,7 +41,9 @@ from roles.udp import open_sockets, send
 async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
     itr = ItrMachine(own_rlocs=cfg.node.rlocs, map_resolvers=cfg.itr.map_resolvers,
-                     nonce_source=lambda: secrets.randbits(64), timers=cfg.timers)
+                     nonce_source=lambda: secrets.randbits(64), timers=cfg.timers,
+                     lisp_sec=cfg.itr.lisp_sec, otk_source=lambda: secrets.token_bytes(16),
+                     lisp_sec_key=cfg.itr.lisp_sec_key.secret_bytes if cfg.itr.lisp_sec_key else None)
     pull = pull_state(ctx)
     if pull is not None:
         # pull mode: a Map-Request goes to its EID's index set, round robin, failing over
@@ -93,6 +95,9 @@ async def main(ctx: RoleContext) -> None:
 
     def on_datagram(data: bytes, src) -> None:
         handle_events(itr.handle_map_reply(data, time.monotonic()))
+        for eid, reason, detail in itr.refusals:   # LISP-SEC: refused, the cache untouched
+            ctx.counters.drop(f"lisp-sec-refused.{reason}", f"{format_eid(eid)} from {src[0]}: {detail}")
+        itr.refusals.clear()
         sync()  # a reply may also have refreshed entries no request waited for
         wake.set()
 

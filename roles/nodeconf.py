@@ -85,6 +85,14 @@ def _key_tables(data: dict) -> list[tuple[dict, str]]:
                 out.append((m, f"etr.map_servers[{i}]"))
         if isinstance(etr.get("decent_key"), dict):
             out.append((etr["decent_key"], "etr.decent_key"))
+    itr = data.get("itr")   # LISP-SEC key-wrap keys (issue 13)
+    if isinstance(itr, dict) and isinstance(itr.get("lisp_sec_key"), dict):
+        out.append((itr["lisp_sec_key"], "itr.lisp_sec_key"))
+    mr = data.get("map_resolver")
+    keys = mr.get("lisp_sec_keys") if isinstance(mr, dict) else None
+    for i, k in enumerate(keys if isinstance(keys, list) else ()):
+        if isinstance(k, dict):
+            out.append((k, f"map_resolver.lisp_sec_keys[{i}]"))
     return out
 
 
