@@ -254,3 +254,20 @@ def test_each_request_gets_a_fresh_one_time_key():
     a, _ = ask(itr, res, "10.1.1.1")
     b, _ = ask(itr, res, "10.1.1.2")
     assert decode_message(a).auth.otk != decode_message(b).auth.otk
+
+
+def test_signed_proxy_reply_with_many_more_specifics_stays_within_the_mtu():
+    from common.machines.mapserver import MapServer
+    ms = MapServer([SITE])
+    assert ms.handle_register(register(["[0]10.1.0.0/16"], nonce=1, proxy=True), SRC, 0).accepted
+    for i in range(40):   # 41 records fit one unsigned reply; signed they would not
+        assert ms.handle_register(register([f"[0]10.1.{i}.0/24"], nonce=10 + i, proxy=True), SRC, 0).accepted
+    for mode in ("off", "required"):
+        itr, res, _ = world(itr_mode=mode, proxy=True)
+        res.table = ms.table
+        _, [a] = ask(itr, res, "10.1.200.1")
+        m = decode_message(a.data)
+        assert a.what == "proxy-reply" and len(a.data) <= res.mtu - 20 - 8
+        assert len(m.records) == (41 if mode == "off" else 1)    # signed: carved to one record
+        [ev] = itr.handle_map_reply(a.data, 0.0)
+        assert isinstance(ev, Resolved)
