@@ -29,6 +29,7 @@ from bus.clone import CloneReader
 from common.machines.regtable import PrefixSet, RegistrationTable
 from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
+from common.machines.lispsec import MsLispSec
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
 from roles.runtime import RefuseToStart, RoleContext, run_role
@@ -138,6 +139,20 @@ class Worker(asyncio.DatagramProtocol):
         self.ctx.counters.drop("socket-error", repr(exc))
 
 
+def lisp_sec_hook(cfg) -> MsLispSec:
+    """LISP-SEC (RFC 9303) for the Map-Server treatment: the ITR keys, each site's mode and key."""
+    site_of = site_lookup(cfg)
+
+    def site_for(eid):
+        site = cfg.site(site_of(eid) or "")
+        if site is None:
+            return None
+        key = next((k for k in site.keys if k.secret is not None), None)
+        return site.lisp_sec, (key.secret_bytes if key is not None else None)
+
+    return MsLispSec([k.secret_bytes for k in getattr(cfg.map_resolver, "lisp_sec_keys", ())], site_for)
+
+
 async def main(ctx: RoleContext) -> None:
     cfg = ctx.cfg
     owner = f"{cfg.node.name} {cfg.node.state_dir}"
@@ -174,6 +189,7 @@ async def main(ctx: RoleContext) -> None:
         v = pull.view
         resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
     resolver.count, resolver.control_port = ctx.counters.inc, port
+    resolver.lisp_sec = lisp_sec_hook(cfg)
     if cfg.roles.etr and cfg.database_mappings:
         # this node's ETR answers for its own EIDs when the replica holds nothing for them
         own = tuple(m.eid for m in cfg.database_mappings)
