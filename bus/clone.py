@@ -13,6 +13,8 @@ writer session):
 - ``kv.updated``  on ``S.delta``, body ``{"k": key, "v": value}``
 - ``kv.deleted``  on ``S.delta``, body ``{"k": key}``
 - ``kv.heartbeat`` on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = current)
+- ``kv.goodbye``   on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = the last: the
+  writer stops; readers allow a restart's silence, common.machines.replica)
 
 Snapshot socket (DEALER -> ROUTER), all bodies msgpack maps:
 
@@ -45,6 +47,7 @@ SNAPSHOT_VERSION = 1
 UPDATED = "kv.updated"
 DELETED = "kv.deleted"
 HEARTBEAT = "kv.heartbeat"
+GOODBYE = "kv.goodbye"     # the writer is stopping (header seq = its last): see replica
 
 
 def freeze(key: Any) -> Hashable:
@@ -77,6 +80,8 @@ class CloneWriter:
         self._hb_topic = topics.stream_heartbeat(self.stream)
         self._router: AsyncSocket | None = None
         self._tasks: list[asyncio.Task] = []
+        self._loaded = asyncio.Event()     # snapshots are served once set (see hold)
+        self._loaded.set()
 
     @property
     def data(self) -> dict[Hashable, Any]:
@@ -90,6 +95,19 @@ class CloneWriter:
         """Start from the writer's own store: the table as of ``seq``."""
         self._data = dict(items)
         self.seq = seq
+
+    def hold(self) -> None:
+        """Heartbeat from :meth:`start` on but serve no snapshot until :meth:`release`:
+        the writer is still loading its store (:meth:`extend`); readers keep their
+        replica meanwhile (issue 11, docs/replica.md)."""
+        self._loaded.clear()
+
+    def extend(self, items: Iterable[tuple[Hashable, Any]]) -> None:
+        """Add loaded items without publishing them (while held, at ``seq`` 0)."""
+        self._data.update(items)
+
+    def release(self) -> None:
+        self._loaded.set()
 
     def set(self, key: Hashable, value: Any) -> int:
         """Set ``key``; publishes a delta unless the value is unchanged.  Returns seq."""
@@ -141,6 +159,7 @@ class CloneWriter:
             except Exception as exc:
                 self.ctx.counters.drop("bad-snapshot-request", f"{self.stream}: {exc!r}")
                 continue
+            await self._loaded.wait()
             await self._send_snapshot(frames[0], req)
 
     async def _send_snapshot(self, ident: bytes, req: Any) -> None:
@@ -163,8 +182,12 @@ class CloneWriter:
         self.publish_heartbeat()  # lets the reader confirm at once (common.machines.replica)
 
     def close(self) -> None:
+        if self._tasks and self._loaded.is_set():
+            self.ctx.bus.publish(self._hb_topic, GOODBYE, {"count": len(self._data)},
+                                 stream=self.stream, seq=self.seq)
         for t in self._tasks:
             t.cancel()
+        self._tasks = []
         if self._router is not None:
             self._router.close(0)
             self._router = None
@@ -183,8 +206,11 @@ class CloneReader:
                  on_sync: Callable[[int], None] | None = None,
                  on_unsync: Callable[[str], None] | None = None,
                  snapshot_timeout: float | None = None, max_buffer: int = 100_000,
-                 silent_heartbeats: int | None = None) -> None:
+                 silent_heartbeats: int | None = None, store=None, keep_serving: bool = False,
+                 on_replace: Callable[[int], None] | None = None,
+                 restart_heartbeats: int | None = None) -> None:
         self.ctx = ctx
+        self.on_replace = on_replace    # store mode: a snapshot was swapped in (key count)
         self.stream = topics.stream_name(stream)
         self.on_set = on_set
         self.on_delete = on_delete
@@ -195,7 +221,15 @@ class CloneReader:
         # replica is no longer in sync (common.machines.replica); None: never
         silent = (silent_heartbeats * ctx.timer("heartbeat_interval", 1.0)
                   if silent_heartbeats else None)
-        self.machine = ReplicaReader(snapshot_timeout=timeout, max_buffer=max_buffer, silent_after=silent)
+        # after the writer's goodbye: the silence of its restart (None: as silent)
+        restart = (restart_heartbeats * ctx.timer("heartbeat_interval", 1.0)
+                   if restart_heartbeats and silent else None)
+        # store: a factory of tables the replica is kept in (common.machines.replica, store
+        # mode: snapshots fill a fresh one, swapped in whole); keep_serving: answer from it
+        # while a writer restart resyncs
+        self.machine = ReplicaReader(snapshot_timeout=timeout, max_buffer=max_buffer, silent_after=silent,
+                                     store=store, keep_serving=keep_serving, restart_after=restart)
+        self._bad = 0
         self._sub = None
         self._fetch: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
@@ -228,6 +262,13 @@ class CloneReader:
             if header.seq is not None:
                 self._handle(self.machine.heartbeat(header.src.session, header.seq, now))
             return
+        if header.type == GOODBYE:
+            if header.seq is not None:
+                self._handle(self.machine.goodbye(header.src.session, header.seq, now))
+                self.ctx.log.info("clone %s: the writer stops at seq %s; answering from the replica "
+                                  "until its successor's snapshot (at most %s s of silence)", self.stream,
+                                  header.seq, self.machine.restart_after)
+            return
         if header.type not in (UPDATED, DELETED):
             return  # unknown types are ignored
         if header.seq is None or not isinstance(body, dict) or "k" not in body:
@@ -243,6 +284,10 @@ class CloneReader:
                                         deleted=header.type == DELETED, now=now))
 
     def _handle(self, events: list[replica.Event]) -> None:
+        if self.machine.bad_values != self._bad:
+            self.ctx.counters.drop("bad-clone-value", f"{self.stream}: {self.machine.bad_values - self._bad} "
+                                   f"value(s) the replica refused (not kept)")
+            self._bad = self.machine.bad_values
         for ev in events:
             if isinstance(ev, replica.KeySet):
                 if self.on_set:
@@ -250,6 +295,10 @@ class CloneReader:
             elif isinstance(ev, replica.KeyDeleted):
                 if self.on_delete:
                     self.on_delete(ev.key)
+            elif isinstance(ev, replica.Replaced):
+                self.ctx.counters.inc(f"clone.{self.stream}.swapped")
+                if self.on_replace:
+                    self.on_replace(ev.count)
             elif isinstance(ev, replica.SnapshotRequested):
                 if self._fetch is not None and self._fetch is not asyncio.current_task():
                     self._fetch.cancel()
@@ -292,6 +341,8 @@ class CloneReader:
                     if kind == b"items":
                         self.machine.snapshot_items(
                             request, ((freeze(k), v) for k, v in body["items"]))
+                        self._handle([])     # counts refused values
+                        await asyncio.sleep(0)   # a chunk at a time: the loop keeps answering
                     elif kind == b"end":
                         self._handle(self.machine.snapshot_end(
                             request, body["session"], body["seq"], time.monotonic()))

@@ -31,6 +31,7 @@ from roles.sites import policies
 
 QUERY_TOPIC = "ms.query"
 CHECKPOINT_EVERY = 1.0   # seconds between WAL checkpoints
+GROUP_MAX = 1024         # Map-Registers committed as one group at most
 
 
 async def main(ctx: RoleContext) -> None:
@@ -49,15 +50,26 @@ async def main(ctx: RoleContext) -> None:
         store = RegistrationStore(cfg.state_path(f"map_server_{shard}.sqlite"), cfg.map_server.sync)
     except UnsafePath as exc:   # a symlink or a file of another user where the store goes
         raise RefuseToStart(str(exc)) from None
-    rows, nonces = store.load()
-    bad = ms.restore(rows, nonces, time.monotonic())
+    # The stream heartbeats from the start but serves its snapshot only once the store
+    # is loaded: the workers keep answering from their replica (the same committed
+    # state) meanwhile, and the reload yields to the loop between chunks so heartbeats
+    # keep flowing (issue 11, docs/replica.md).
+    writer = CloneWriter(ctx, topics.ms_stream(shard))
+    writer.hold()
+    writer.start()
+    bad, loaded = [], 0
+    for rows in store.load_chunks(5000):
+        skipped = ms.restore(rows, {}, time.monotonic())
+        bad += skipped
+        loaded += len(rows) - len(skipped)
+        writer.extend((e.key, e.value) for e in (ms.table.get(k) for k, _v, _r in rows) if e is not None)
+        await asyncio.sleep(0)
+    ms.nonces.update(store.load_nonces())
     if bad:
         ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
     ctx.log.info("shard %d: %d sites, %d registrations restored (grace %.0fs)", shard,
-                 len(ms.sites), len(rows) - len(bad), ms.grace)
-    writer = CloneWriter(ctx, topics.ms_stream(shard))
-    writer.load(ms.snapshot(), 0)
-    writer.start()
+                 len(ms.sites), loaded, ms.grace)
+    writer.release()
     ctx.counters.set("registrations", len(ms.table))
     warned: set[str] = set()     # registrants whose nonces stopped increasing (warn policy)
 
@@ -88,13 +100,41 @@ async def main(ctx: RoleContext) -> None:
         return [(bytes(body["data"]), (str(addr), int(port)), None,
                  None if remaining is None else max(0.0, float(remaining)))]
 
+    queued: list = []     # Map-Registers of bus messages not yet committed
+    flush_at_next_turn = False
+
     def on_register(_topic, _header, body) -> None:
+        """Queue a worker's batch; the queue is committed as one group once the bus
+        loop yields (it dispatches up to DISPATCH_BURST queued messages first), or at
+        once when GROUP_MAX are waiting."""
+        nonlocal flush_at_next_turn
         try:
             items = items_of(body)
         except (KeyError, TypeError, ValueError, AttributeError):
             ctx.counters.drop("bad-punt", "rx.map-register body")
             return
         ctx.counters.inc("received", len(items))
+        queued.extend(items)
+        if len(queued) >= GROUP_MAX:
+            commit_queued()
+        elif not flush_at_next_turn:
+            flush_at_next_turn = True
+            asyncio.get_running_loop().call_soon(commit_queued)
+
+    def commit_queued() -> None:
+        nonlocal flush_at_next_turn
+        flush_at_next_turn = False
+        if not queued:
+            return
+        items = queued[:]
+        queued.clear()
+        try:
+            commit_group(items)
+        except Exception as exc:  # as the bus counts a failing handler; nothing was acknowledged
+            ctx.counters.drop(f"handler-error.{type(exc).__name__}", f"group of {len(items)}: {exc!r}")
+
+    def commit_group(items: list) -> None:
+        ctx.counters.inc("register.groups")
         out = []
         # memory and store together (one transaction), then the replicas, then the
         # acknowledgements: a group commit

@@ -52,6 +52,19 @@ class RegistrationStore:
         nonces = {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}
         return rows, nonces
 
+    def load_chunks(self, size: int = 5000):
+        """The registrations as :meth:`load` reads them, ``size`` rows at a time (a
+        reload that yields to the event loop between chunks)."""
+        cur = self.db.execute("SELECT key, value, raw FROM registration")
+        while True:
+            rows = cur.fetchmany(size)
+            if not rows:
+                return
+            yield [(k, msgpack.unpackb(v), raw) for k, v, raw in rows]
+
+    def load_nonces(self) -> dict:
+        return {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}
+
     def apply(self, changes, nonces: dict | None = None) -> None:
         """Commit registration changes and nonce updates in one transaction."""
         cur = self.db.cursor()

@@ -58,6 +58,13 @@ answers from its current, complete data until the new snapshot is swapped in; a 
 or a heartbeat ahead (deltas lost) ends it at once, and so does the silent-writer
 bound.
 
+A writer that stops cleanly says so (:meth:`ReplicaReader.goodbye`, its last
+``seq``): a replica in sync at that ``seq`` holds the final state of that session,
+which nobody can change until a new writer starts from the same committed store; so
+the silent bound is ``restart_after`` (longer: a process restart) instead of
+``silent_after`` until anything is heard again (the new writer's first heartbeat
+then resyncs as above, serving meanwhile with ``keep_serving``).
+
 Keys must be hashable (str, bytes, int, tuples of them); values anything.
 Inputs return lists of events; nothing here reads a clock or touches a socket.
 """
@@ -144,10 +151,13 @@ class ReplicaReader:
     """The reader side of one stream.  See the module docstring."""
 
     def __init__(self, *, snapshot_timeout: float = 5.0, max_buffer: int = 100_000,
-                 silent_after: float | None = None, store=None, keep_serving: bool = False) -> None:
+                 silent_after: float | None = None, store=None, keep_serving: bool = False,
+                 restart_after: float | None = None) -> None:
         self.snapshot_timeout = snapshot_timeout
         self._store = store                  # factory of tables (store mode), or None: a dict
         self.keep_serving = keep_serving
+        self.restart_after = restart_after   # the silent bound after a writer's goodbye
+        self._parted = False                 # the writer said goodbye at our seq
         self.serving = False                 # resyncing, answering from the current data
         self.bad_values = 0                  # store mode: values the table refused
         self.silent_after = silent_after     # seconds without a message: not in sync
@@ -195,6 +205,21 @@ class ReplicaReader:
         """The writer's periodic statement of its current ``seq``."""
         return self._feed(_Heartbeat(session, seq), now)
 
+    def goodbye(self, session: str, seq: int, now: float) -> list[Event]:
+        """The writer is stopping; ``seq`` is its last.  See the module docstring."""
+        if self.state != IN_SYNC or self.silent or session != self.session:
+            return []
+        assert self.seq is not None
+        self._heard = now
+        if seq > self.seq:
+            return self._resync(now, HEARTBEAT_AHEAD)
+        if seq == self.seq and self.restart_after is not None:
+            self._parted = True
+        return []
+
+    def _quiet_bound(self) -> float | None:
+        return self.restart_after if self._parted else self.silent_after
+
     def snapshot_items(self, request: int, items: Iterable[tuple[Hashable, Any]]) -> None:
         """One chunk of the snapshot answering ``request`` (stale requests ignored)."""
         if self.state == AWAITING and request == self._request:
@@ -236,17 +261,19 @@ class ReplicaReader:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next wants to run, or None."""
-        if (self.state == IN_SYNC or self.serving) and not self.silent and self.silent_after is not None \
+        bound = self._quiet_bound()
+        if (self.state == IN_SYNC or self.serving) and not self.silent and bound is not None \
                 and self._heard is not None:
-            quiet = self._heard + self.silent_after
+            quiet = self._heard + bound
             return quiet if self._deadline is None else min(quiet, self._deadline)
         return self._deadline
 
     def handle_timer(self, now: float) -> list[Event]:
         if self._deadline is not None and now >= self._deadline and self.state == AWAITING:
             return self._resync(now, SNAPSHOT_TIMEOUT)
-        if (self.state == IN_SYNC or self.serving) and not self.silent and self.silent_after is not None \
-                and self._heard is not None and now >= self._heard + self.silent_after:
+        bound = self._quiet_bound()
+        if (self.state == IN_SYNC or self.serving) and not self.silent and bound is not None \
+                and self._heard is not None and now >= self._heard + bound:
             if self.state != IN_SYNC:      # resyncing: the new snapshot brings it back
                 self.serving = False
             else:
@@ -259,6 +286,7 @@ class ReplicaReader:
 
     def _feed(self, msg: _Delta | _Heartbeat, now: float) -> list[Event]:
         self._heard = now
+        self._parted = False
         if self.state == IDLE:
             return []
         if self.state == AWAITING:

@@ -106,3 +106,44 @@ def test_a_malformed_value_is_counted_and_never_answered():
     assert r.delta(OLD, 11, key, bad, now=0.3) == [KeyDeleted(key)]
     assert r.bad_values == 1 and r.data.lookup(host(2)) is None
     assert r.delta(OLD, 12, *reg(4), now=0.4) == [KeySet(*reg(4))]
+
+
+def goodbye_reader() -> ReplicaReader:
+    r = ReplicaReader(snapshot_timeout=5.0, silent_after=1.5, restart_after=30.0, store=CompactTable,
+                      keep_serving=True)
+    r.start(now=0.0)
+    r.snapshot_items(1, [reg(1)])
+    r.snapshot_end(1, OLD, 10, now=0.1)
+    r.heartbeat(OLD, 10, now=0.2)
+    return r
+
+
+def test_a_clean_stop_at_our_seq_allows_a_restarts_silence_then_the_usual_bound():
+    r = goodbye_reader()
+    assert r.goodbye(OLD, 10, now=1.0) == []
+    assert r.get_timer() == 31.0
+    assert r.handle_timer(5.0) == [] and r.in_sync          # past 1.5 s of silence: still answering
+    assert r.heartbeat(NEW, 0, now=8.0) == [SnapshotRequested(2)] and r.in_sync
+    assert r.get_timer() == 8.0 + 1.5                         # the new writer is heard: usual bound
+    assert r.handle_timer(9.5) == [SyncLost(replica.WRITER_SILENT)] and not r.in_sync
+
+
+def test_a_restart_that_takes_longer_than_its_bound_ends_answers():
+    r = goodbye_reader()
+    r.goodbye(OLD, 10, now=1.0)
+    assert r.handle_timer(31.0) == [SyncLost(replica.WRITER_SILENT)] and not r.in_sync
+
+
+def test_a_goodbye_past_our_seq_means_deltas_were_lost():
+    r = goodbye_reader()
+    assert r.goodbye(OLD, 11, now=1.0) == [SyncLost(replica.HEARTBEAT_AHEAD), SnapshotRequested(2)]
+    assert not r.in_sync
+
+
+def test_a_goodbye_of_another_session_or_without_a_restart_bound_changes_nothing():
+    r = goodbye_reader()
+    assert r.goodbye(NEW, 10, now=1.0) == []
+    assert r.handle_timer(2.5) == [SyncLost(replica.WRITER_SILENT)]
+    r = synced()                                             # restart_after not given
+    assert r.goodbye(OLD, 10, now=1.0) == []
+    assert r.handle_timer(2.5) == [SyncLost(replica.WRITER_SILENT)]
