@@ -54,16 +54,19 @@ async def main(ctx: RoleContext) -> None:
     # is loaded: the workers keep answering from their replica (the same committed
     # state) meanwhile, and the reload yields to the loop between chunks so heartbeats
     # keep flowing (issue 11, docs/replica.md).
-    writer = CloneWriter(ctx, topics.ms_stream(shard))
+    writer = CloneWriter(ctx, topics.ms_stream(shard), packed=True)   # values held encoded
     writer.hold()
     writer.start()
-    bad, loaded = [], 0
+    bad, loaded, raws = [], 0, {}
     for rows in store.load_chunks(5000):
+        # the records of one Map-Register share its bytes again (one object, not one each)
+        rows = [(k, v, raws.setdefault(raw, raw) if raw else raw) for k, v, raw in rows]
         skipped = ms.restore(rows, {}, time.monotonic())
         bad += skipped
         loaded += len(rows) - len(skipped)
         writer.extend((e.key, e.value) for e in (ms.table.get(k) for k, _v, _r in rows) if e is not None)
         await asyncio.sleep(0)
+    raws = None
     ms.nonces.update(store.load_nonces())
     if bad:
         ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
