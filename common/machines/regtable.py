@@ -20,7 +20,8 @@ from ipaddress import IPv4Address, ip_address
 import pytricia
 
 from common.wire.addr import Eid, RleEntry, clear_host_bits
-from common.wire.eidtext import format_address, format_eid, parse_eidspec
+from common.machines.eidfast import parse_eid   # parse_eidspec, faster for canonical text
+from common.wire.eidtext import format_address, format_eid
 from common.wire.records import Locator
 
 _BITS = {4: 32, 6: 128}
@@ -96,7 +97,7 @@ def entry_from_value(key: str, v: dict) -> Entry:
     """The typed entry of a published value (raises ValueError/KeyError/TypeError if
     it is not one)."""
     rle = tuple(RleEntry(ip_address(a), int(level)) for a, level in (v.get("rle") or ()))
-    return Entry(key, parse_eidspec(v["eid"]), str(v.get("site", "")),
+    return Entry(key, parse_eid(v["eid"]), str(v.get("site", "")),
                  tuple(locator_from_value(x) for x in v.get("rlocs", ())), int(v.get("ttl", 0)),
                  bool(v.get("proxy")), bool(v.get("merge")), bytes.fromhex(v.get("xtr", "")),
                  str(v.get("registrant", "")), rle)

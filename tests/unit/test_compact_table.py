@@ -232,3 +232,28 @@ def test_every_version_step_is_reported_once_with_the_changed_prefix():
     v = t.version
     t.adopt(fresh)
     assert t.on_change is not None and t.version > v
+
+
+texts = st.one_of(
+    st.builds(lambda i, e: f"[{i}]{e.address}/{e.length}", st.integers(0, (1 << 24) - 1), st.one_of(v4, v6)),
+    st.builds(lambda a, n: f"[0]{IPv4Address(a)}/{n}", st.integers(0, (1 << 32) - 1), st.integers(0, 40)),
+    st.sampled_from(["[0]010.1.2.0/24", "10.1.2.0/24", "[00]10.1.2.0/24", "[0]10.1.2.0/024", "[0]2001:DB8::/32",
+                     "[0]2001:db8:0::/48", "[0]10.1.2.0", "[16777216]10.0.0.0/8", "[0]256.1.1.1/32",
+                     "[0]10.1.2.3/24", "[0]10.1.2.0/33", "[0]2001:db8::/129", "[0]1:2:3:4:5:6:7:8/128"]),
+    st.text(max_size=20))
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts)
+def test_the_fast_eid_reader_agrees_with_parse_eidspec(text):
+    from common.machines.eidfast import parse_eid
+    from common.wire.eidtext import parse_eidspec
+    try:
+        want = parse_eidspec(text)
+    except ValueError:
+        want = None
+    try:
+        got = parse_eid(text)
+    except ValueError:
+        got = None
+    assert got == want
