@@ -15,23 +15,27 @@ import time
 import zmq
 
 from bus import envelope
-from bus.endpoints import Endpoints
+from bus.endpoints import for_config as endpoints_for
 from cli.common import UserError
+from common.config import ConfigError
 
 
 class _Bus:
     def __init__(self, cfg) -> None:
-        ep = Endpoints(cfg.node.state_dir)
-        if not os.path.exists(ep.path("bus-out.sock")):
+        try:   # a satellite asks through the bus host (TCP, CURVE)
+            ep = endpoints_for(cfg)
+        except ConfigError as exc:
+            raise UserError(str(exc), 2) from None
+        if ep.bus_out.startswith("ipc://") and not os.path.exists(ep.path("bus-out.sock")):
             raise UserError(f"node {cfg.node.name} is not running (no bus at {ep.state_dir}); "
                             "start it with `decent up`", 1)
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.connect(ep.bus_out)
+        ep.connect(self.sub, ep.bus_out)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 200)
-        self.pub.connect(ep.bus_in)
+        ep.connect(self.pub, ep.bus_in)
         self.session = secrets.token_hex(8)
         self.stamper = envelope.Stamper("cli", 0, self.session)
 

@@ -5,8 +5,9 @@
         of [wall-clock time, answer] with answer null (nothing within 0.2 s), "negative" or the
         prefix of a positive answer
     python -m tests.integration.mrprobe register MR EID --key K [--ttl M] [--nonce N]
-        one Map-Register (proxy-reply, want-map-notify) for EID to MR:4342; prints the Map-Notify's
-        arrival (true/false)
+        one Map-Register (proxy-reply, want-map-notify) for EID to MR:4342, re-sent
+        (nonce N+1, N+2, ...: at most 5 tries) until a Map-Notify comes back; prints
+        whether one did (true/false)
     python -m tests.integration.mrprobe zmq ENDPOINT SERVER_KEY [--secret Z85] ...
         a raw ZeroMQ peer (see :func:`raw_zmq`)
 """
@@ -58,13 +59,14 @@ def watch(args) -> None:
 
 def register(args) -> None:
     from tests.unit.msfixtures import register as build
-    data = build([args.eid], nonce=args.nonce, key=args.key.encode(), ttl=args.ttl, proxy=True,
-                 rlocs=(args.rloc,))
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((args.src, 0))
     s.settimeout(1.0)
     got = False
-    for _ in range(5):                   # bounded: the Map-Notify or five tries
+    for k in range(5):                   # bounded: the Map-Notify or five tries
+        # each try a new nonce (NONCE + try): a re-sent one would be a replay
+        data = build([args.eid], nonce=args.nonce + k, key=args.key.encode(), ttl=args.ttl,
+                     proxy=True, rlocs=(args.rloc,))
         s.sendto(data, (args.mr, 4342))
         try:
             got = s.recvfrom(65535)[0][0] >> 4 == 4

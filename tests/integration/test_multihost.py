@@ -110,6 +110,8 @@ def answer(topo, k: int, eid: str):
 
 
 def register(topo, via: int, eid: str, nonce: int, ttl: int = 1440) -> bool:
+    """A Map-Register sent to node ``via``'s worker; True once its Map-Notify came back.
+    It may take nonces ``nonce`` .. ``nonce + 4``: callers space theirs by 10."""
     return probe(topo, via, "register", f"172.16.{via}.2", eid, "--key", SECRET,
                  "--nonce", str(nonce), "--ttl", str(ttl), "--rloc", "192.0.2.77")
 
@@ -193,7 +195,7 @@ def test_link_cut_bounded_staleness_then_resync(net):
         topo.ip(topo.ns("core"), "link", "set", "n2", "down")
         # deleted while n2 is cut off: n2 may answer it from its replica within the
         # bound, never after it
-        assert register(topo, 3, "10.1.8.0/24", nonce=nonce + 1, ttl=0)
+        assert register(topo, 3, "10.1.8.0/24", nonce=nonce + 10, ttl=0)
         poll(lambda: answer(topo, 3, "10.1.8.1") == "negative", 5, 0.05, "deleted on n3")
         out, err = watcher.communicate(timeout=BOUND + MARGIN + 30)
     finally:
@@ -275,9 +277,37 @@ def test_kill_9_of_the_bus_satellites_reconnect_and_resync(net):
     poll(lambda: (local_pid(nodes[0], "bus:0") or old) != old, 20, 0.2, "bus restarted")
     nonce = int(time.time()) + 2000
     # a change after the bus came back reaches both satellites
-    poll(lambda: register(topo, 1, "10.1.9.0/24", nonce=nonce), 30, 0.5, "registered")
+    tries = iter(range(nonce, nonce + 1000, 10))
+    poll(lambda: register(topo, 1, "10.1.9.0/24", nonce=next(tries)), 30, 0.5, "registered")
     for k in (2, 3):
         poll(lambda k=k: answer(topo, k, "10.1.9.1") == "[0]10.1.9.0/24", 30, 0.2,
              f"n{k} resynced after the bus restart")
     assert wait_for(lambda: nodes[0].counters().get("bus:0", {}).get("tcp.sendq.peers", 0) >= 1,
                     10)
+
+
+def test_a_hung_remote_worker_is_restarted_by_its_hosts_watchdog(net):
+    topo, nodes, _ = net
+    old = local_pid(nodes[2], "map_resolver:2")
+    os.kill(old, signal.SIGSTOP)              # alive for supervisord, silent on the bus
+    try:
+        poll(lambda: (local_pid(nodes[2], "map_resolver:2") or old) != old, 30, 0.5,
+             "the satellite's watchdog restarted the hung worker")
+    finally:
+        try:
+            os.kill(old, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    poll(lambda: answer(topo, 3, "10.1.1.5") == "[0]10.1.1.0/24", 30, 0.2, "n3 answers again")
+    # the bus host's own watchdog left it alone: it is not its host's program
+    c = nodes[0].counters()
+    assert "restarted mh:map_resolver_2" not in nodes[0].log_tail("watchdog:0", 200)
+    assert c["bus:0"]["tcp.curve.allowed"] >= 2
+
+
+def test_a_satellite_reads_the_node_through_the_bus_host(net):
+    _topo, nodes, _ = net
+    r = nodes[1].decent("counters", "--json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)
+    assert "map_resolver:1" in c and "bus:0" in c          # its own worker and the bus
