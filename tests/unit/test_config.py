@@ -539,4 +539,6 @@ def test_numbers_outside_a_sane_range_are_refused(section, key, value):
 
 def test_every_example_config_still_loads():
     for path in sorted(REPO.glob("configs/**/*.toml")):
+        if path.parent.name == "multihost":
+            continue   # they name CURVE key files: test_bus_config loads them with fresh keys
         nodeconf.load(path)
