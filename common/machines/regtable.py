@@ -93,12 +93,31 @@ def entry_value(eid: Eid, site: str, locators, *, ttl: int, proxy: bool, merge: 
     return v
 
 
+_LOCSETS: dict = {}      # locator-set value -> its Locator tuple (immutable, shared)
+
+
+def _locator_set(rlocs) -> tuple:
+    """The Locators of a value's ``rlocs``; the registrations of one registrant share
+    one tuple (issue 11: the shard's memory), at most 4096 distinct sets remembered."""
+    try:
+        k = tuple(map(tuple, rlocs))
+        got = _LOCSETS.get(k)
+    except TypeError:
+        return tuple(locator_from_value(x) for x in rlocs)
+    if got is None:
+        got = tuple(locator_from_value(x) for x in rlocs)
+        if len(_LOCSETS) >= 4096:
+            _LOCSETS.clear()
+        _LOCSETS[k] = got
+    return got
+
+
 def entry_from_value(key: str, v: dict) -> Entry:
     """The typed entry of a published value (raises ValueError/KeyError/TypeError if
     it is not one)."""
     rle = tuple(RleEntry(ip_address(a), int(level)) for a, level in (v.get("rle") or ()))
     return Entry(key, parse_eid(v["eid"]), str(v.get("site", "")),
-                 tuple(locator_from_value(x) for x in v.get("rlocs", ())), int(v.get("ttl", 0)),
+                 _locator_set(v.get("rlocs", ())), int(v.get("ttl", 0)),
                  bool(v.get("proxy")), bool(v.get("merge")), bytes.fromhex(v.get("xtr", "")),
                  str(v.get("registrant", "")), rle)
 
