@@ -12,7 +12,7 @@ On the host that runs the ``bus`` role::
     allowed_keys_dir = "keys/clients"    # and/or every *.public file in a directory
     host = "bushost"                     # the name heartbeats carry (default: hostname)
 
-On a satellite host (it runs no bus; typically map_resolver workers)::
+On a satellite host (it runs no bus; map_resolver workers)::
 
     [bus]
     connect = "tcp://192.0.2.10:7400"
@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PORTS = 5                      # listen port P .. P+4
-SATELLITE_ROLES = ("map_resolver", "etr")
+# An ETR or ITR on a satellite is left out: rx.map-notify and rx.ecm-etr are node-wide
+# topics, so a second ETR of the node would take the first one's messages too.
+SATELLITE_ROLES = ("map_resolver",)
 _TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d{1,5})\Z")
 _Z85 = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -119,7 +121,7 @@ def _instance(v: Any, path: str) -> tuple[str, int]:
     if role not in SATELLITE_ROLES or not sep or not num.isdigit() or int(num) > 255:
         raise ConfigError(path, f"{s!r}: expected ROLE:N with ROLE one of "
                                 f"{', '.join(SATELLITE_ROLES)} (a satellite runs no bus, "
-                                f"map_server, itr or data path) and N in 0..255")
+                                f"map_server, etr, itr or data path) and N in 0..255")
     return role, int(num)
 
 

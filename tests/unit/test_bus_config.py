@@ -88,6 +88,8 @@ def test_satellite_runs_its_instances_and_a_watchdog_and_no_bus():
       "run": ["map_server:0"]}, "bus.run[0]", "satellite runs no bus"),
     ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85,
       "run": ["map_resolver:x"]}, "bus.run[0]", "ROLE:N"),
+    ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85,
+      "run": ["map_resolver:1", "etr:1"]}, "bus.run[1]", "no bus, map_server, etr"),
     ({"listen": "ipc:///tmp/x"}, "bus.listen", "default on one host"),
     ({"listen": "10.0.0.1:7400"}, "bus.listen", "tcp://HOST:PORT"),
     ({"listen": "tcp://10.0.0.1:65534"}, "bus.listen", "5 ports"),
