@@ -12,6 +12,10 @@ unregistered ones (negative Map-Replies):
   achieved replies/s and p50/p99/p99.9 latency; the highest sustained rate is the
   highest offered one answered at >= 98 % with <= 0.1 % loss and a p50 <= 10 ms.
 
+The same with the fast path off (``[map_resolver] fast_path = false``: every request
+through the full decode, as before issue 11), on a second node measured first with
+one worker: the "before" figures of the same run.
+
 Baselines, same generator, same message sizes (request in, reply out): a bare uvloop
 UDP echo (bench/echo_uvloop.py, the practical Python limit) and a C echo
 (bench/c/echo.c, recvmmsg/sendmmsg, the machine's limit).  The generator shares the
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import subprocess
 import sys
@@ -41,15 +46,18 @@ from benchlib import (BUILD, PY, RATE_UNLIMITED, REPO, Node, build_c, ecm_templa
                       udp_exchange, wait_quiet, write_templates)
 
 RLOC = "127.0.60.1"          # the node
+RLOC_FULL = "127.0.60.2"     # the same node with the fast path off (the full path: before)
 CLIENT = "127.0.61.1"        # the load generator (ITR-RLOC of every request)
 ECHO_C = "127.0.62.1"        # C echo baseline
 ECHO_PY = "127.0.62.2"       # uvloop echo baseline
 SECRET = "bench-secret"
 
 
-def node_body(workers: int) -> str:
+def node_body(workers: int, fast: bool = True) -> str:
     return (f"[roles]\nmap_resolver = {{ workers = {workers} }}\nmap_server = {{ shards = 1 }}\n"
-            + RATE_UNLIMITED + site_block("bench", SECRET, ["10.0.0.0/8", "2001:db8::/32"]))
+            + RATE_UNLIMITED + "reply_rate_limit = 10000000\nreply_rate_burst = 10000000\n"
+            + ("" if fast else "fast_path = false\n")
+            + site_block("bench", SECRET, ["10.0.0.0/8", "2001:db8::/32"]))
 
 
 def registered_prefixes(n: int) -> list[str]:
@@ -73,14 +81,15 @@ class Target:
     """Where the load goes and how to run it."""
 
     def __init__(self, name: str, addr: str, tfile: Path, noff: int, uoff: int, watch=None,
-                 seconds: float = 3.0, sockets: int = 16) -> None:
+                 seconds: float = 3.0, sockets: int = 16, attempts: int = 3) -> None:
         self.name, self.addr, self.tfile = name, addr, tfile
         self.noff, self.uoff, self.watch = noff, uoff, watch or {}
-        self.seconds, self.sockets = seconds, sockets
+        self.seconds, self.sockets, self.attempts = seconds, sockets, attempts
 
     def run(self, **kw) -> dict:
         kw.setdefault("seconds", self.seconds)
         kw.setdefault("sockets", self.sockets)
+        kw.setdefault("attempts", self.attempts)
         return lispload_quiet(self.addr, self.tfile, src=CLIENT, nonce_off=self.noff,
                               udp_off=self.uoff, watch=self.watch, **kw)
 
@@ -102,12 +111,12 @@ def sustained_point(offered: float, achieved: float, loss: float, p50_ns) -> boo
     return achieved >= 0.98 * offered and loss <= 0.001 and p50_ns is not None and p50_ns <= 10e6
 
 
-def sweep(t: Target, sat_rate: float, quick: bool) -> dict:
+def sweep(t: Target, sat_rate: float, quick: bool, rates=None) -> dict:
     fracs = (0.5, 0.9, 1.1) if quick else (0.25, 0.5, 0.7, 0.85, 1.0, 1.15)
-    rates = sorted({1000.0, 10000.0} | {round(sat_rate * f, -2) for f in fracs if sat_rate * f > 1000})
+    rates = rates or sorted({1000.0, 10000.0} | {round(sat_rate * f, -2) for f in fracs if sat_rate * f > 1000})
     points = []
     for rate in rates:
-        r = t.run(rate=rate, attempts=2)
+        r = t.run(rate=rate, attempts=min(2, t.attempts))
         lat = r["latency_ns"]
         sustained = sustained_point(rate, r["reply_rate"], r["loss"], lat.get("p50"))
         points.append({"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
@@ -165,17 +174,20 @@ def in_process(n_prefixes: int, pos, neg, seconds: float = 1.0) -> dict:
         table.set(entry_key(e, b""), entry_value(e, "bench", loc, ttl=1440, proxy=True, merge=False,
                                                  xtr_id=b"", registrant=CLIENT))
     conf = PrefixSet([parse_eidspec("10.0.0.0/8"), parse_eidspec("2001:db8::/32")])
+    from common.machines.fastpath import FastPath
     res = Resolver(table, conf, rate=1e9, burst=1e9)
     res.in_sync = True
+    fast = FastPath(res)
     out = {}
-    for kind, msgs in (("registered", pos), ("unregistered", neg)):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for m in msgs[:256]:
-                res.handle(m, (CLIENT, 5000), RLOC, 1.0)
-            n += 256
-        dt = time.perf_counter() - t0
-        out[kind] = {"calls_per_s": round(n / dt), "us_per_call": round(dt / n * 1e6, 2)}
+    for name, fn in (("", res.handle), ("fast path, ", fast.handle)):
+        for kind, msgs in (("registered", pos), ("unregistered", neg)):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                for m in msgs[:256]:
+                    fn(m, (CLIENT, 5000), RLOC, 1.0)
+                n += 256
+            dt = time.perf_counter() - t0
+            out[name + kind] = {"calls_per_s": round(n / dt), "us_per_call": round(dt / n * 1e6, 2)}
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(20):
@@ -256,6 +268,10 @@ def main() -> int:
     ap.add_argument("--windows", default="64,256", help="requests in flight for saturation")
     ap.add_argument("--sockets", type=int, default=16, help="client sockets (flows)")
     ap.add_argument("--quick", action="store_true", help="fewer sweep points")
+    ap.add_argument("--attempts", type=int, default=3,
+                    help="runs per measurement until one is quiet (others < 15%% of a core)")
+    ap.add_argument("--no-full-path", action="store_true",
+                    help="skip the node with the fast path off (the before figures)")
     ap.add_argument("--no-py-spy", action="store_true", help="skip the py-spy profile")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plots from lookup.json")
     args = ap.parse_args()
@@ -272,12 +288,36 @@ def main() -> int:
     tpos = write_templates(BUILD / "lookup-registered.bin", pos)
     tneg = write_templates(BUILD / "lookup-unregistered.bin", neg)
     doc: dict = {"params": vars(args), "request_bytes": len(pos[0]), "saturation": {}, "sweeps": {},
-                 "quiet": {"start": wait_quiet()}}
-    kw = dict(seconds=args.seconds, sockets=args.sockets)
+                 "quiet": {"start": wait_quiet()}, "loadavg": {"start": os.getloadavg()}}
+    kw = dict(seconds=args.seconds, sockets=args.sockets, attempts=args.attempts)
+    from tests.unit.msfixtures import register
+
+    # ------------------------------------------- before: the fast path off
+    if not args.no_full_path:
+        log(f"node {RLOC_FULL}: 1 worker, fast path OFF (full path, before); registering "
+            f"{args.prefixes} proxy-reply /24s")
+        with Node("benchlookupfull", RLOC_FULL, node_body(1, fast=False)) as node:
+            node.up()
+            if not node.wait_in_sync(1, timeout=30):
+                raise RuntimeError("worker not in sync")
+            base = time.time_ns()
+            pfx = registered_prefixes(args.prefixes)
+            regs = [register(pfx[i:i + 100], nonce=base + i, key=SECRET.encode(), proxy=True)
+                    for i in range(0, len(pfx), 100)]
+            acked = register_all((RLOC_FULL, 4342), CLIENT, regs, timeout=60)
+            log(f"  {acked}/{len(regs)} Map-Registers acknowledged; in sync: "
+                f"{node.wait_in_sync(1, args.prefixes, timeout=60)}")
+            wpid = {"w0": node.pid("map_resolver:0")}
+            for kind, tf in (("registered", tpos), ("unregistered", tneg)):
+                t = Target(f"1 worker full path, {kind}", RLOC_FULL, tf, noff, uoff, wpid, **kw)
+                doc["saturation"][t.name] = saturation(t, windows)
+            t = Target("1 worker full path, registered", RLOC_FULL, tpos, noff, uoff, wpid, **kw)
+            doc["sweeps"]["1 worker, full path"] = sweep(t, 0, True, rates=[1000.0, 10000.0])
+            c = node.counters()
+            doc["node_counters_full_path"] = {k: v for k, v in c.items() if k.startswith("map_resolver")}
 
     # -------------------------------------------------------------- the node
     log(f"node {RLOC}: 2 workers, 1 map_server shard; registering {args.prefixes} proxy-reply /24s")
-    from tests.unit.msfixtures import register
     with Node("benchlookup", RLOC, node_body(2)) as node:
         node.up()
         if not node.wait_in_sync(2, timeout=30):
@@ -329,6 +369,9 @@ def main() -> int:
         doc["sweeps"]["2 workers"] = sweep(t2, doc["saturation"][t2.name]["best_reply_rate"], args.quick)
         c = node.counters()
         doc["node_counters"] = {k: v for k, v in c.items() if k.startswith("map_resolver")}
+        fastn = sum(v.get("fastpath.answered", 0) for v in doc["node_counters"].values())
+        alln = sum(v.get("answered", 0) for v in doc["node_counters"].values())
+        log(f"  answered by the fast path: {fastn:,} of {alln:,} (workers' counters, incl. restarts' loss)")
 
     # ----------------------------------------------------------- baselines
     rsize = sizes.get("registered") or 40
@@ -364,7 +407,7 @@ def main() -> int:
     # ------------------------------------------------------------ in process
     log("in-process Resolver.handle (no sockets, no counters):")
     doc["in_process"] = in_process(args.prefixes, pos, neg)
-    for k in ("registered", "unregistered"):
+    for k in ("registered", "unregistered", "fast path, registered", "fast path, unregistered"):
         log(f"    {k}: {doc['in_process'][k]['calls_per_s']:,} calls/s "
             f"({doc['in_process'][k]['us_per_call']} us each)")
     log(f"    stages (% of handle, cumulative): {doc['in_process']['profile_stages_pct_of_handle']}")
@@ -376,6 +419,13 @@ def main() -> int:
         "1 worker / uvloop echo (goal >= 0.5)": ratio(w1, S["uvloop echo, 1 process"]),
         "1 worker unregistered / uvloop echo": ratio(S["1 worker, unregistered"],
                                                      S["uvloop echo, 1 process"]),
+        "1 worker full path (before) / uvloop echo": ratio(S.get("1 worker full path, registered"),
+                                                           S["uvloop echo, 1 process"]),
+        "1 worker full path (before) unregistered / uvloop echo": ratio(
+            S.get("1 worker full path, unregistered"), S["uvloop echo, 1 process"]),
+        "fast path / full path, 1 worker, registered": ratio(w1, S.get("1 worker full path, registered")),
+        "fast path / full path, 1 worker, unregistered": ratio(S["1 worker, unregistered"],
+                                                               S.get("1 worker full path, unregistered")),
         "2 workers / 1 worker (goal >= 1.6 on >= 4 cores)": ratio(w2, w1),
         "2 uvloop echo processes / 1": ratio(S["uvloop echo, 2 processes"], S["uvloop echo, 1 process"]),
         "1 worker / C echo": ratio(w1, S["C echo, 1 process"]),
@@ -391,6 +441,8 @@ def main() -> int:
     log(f"p99 at 10k requests/s (goal <= 1 ms): {doc['p99_at_10k_ms']}")
     for n, sw in doc["sweeps"].items():
         log(f"highest sustained, {n}: {sw['highest_sustained'] and {k: sw['highest_sustained'][k] for k in ('offered', 'p50_ms', 'p99_ms', 'p99.9_ms')}}")
+    doc["loadavg"]["end"] = os.getloadavg()
+    log(f"load average (1, 5, 15 min) at the start {doc['loadavg']['start']}, at the end {doc['loadavg']['end']}")
     doc["elapsed_s"] = round(time.monotonic() - t_begin, 1)
     save_json("lookup", doc)
     plot(doc)
