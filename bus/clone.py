@@ -360,7 +360,7 @@ class CloneReader:
                         continue
                     if kind == b"items":
                         self.machine.snapshot_items(
-                            request, ((freeze(k), v) for k, v in body["items"]))
+                            request, ((freeze(k), v) for k, v in body["items"]), time.monotonic())
                         self._handle([])     # counts refused values
                         await asyncio.sleep(0)   # a chunk at a time: the loop keeps answering
                     elif kind == b"end":

@@ -34,7 +34,9 @@ and :attr:`in_sync` is False meanwhile) happens on:
 - a gap: a delta whose ``seq`` is more than one past the replica's;
 - a heartbeat ahead of the replica (the deltas in between were lost);
 - a delta or heartbeat from another writer session (the writer restarted);
-- a snapshot that does not arrive within ``snapshot_timeout`` (asked again);
+- a snapshot that does not arrive within ``snapshot_timeout`` (asked again; with
+  ``now`` given to :meth:`ReplicaReader.snapshot_items`, each chunk that arrives
+  restarts the wait, so a large snapshot in progress is not abandoned);
 - more than ``max_buffer`` messages buffered while waiting for a snapshot.
 
 A silent writer (issue 11): with ``silent_after`` set (the shell passes a number of
@@ -220,9 +222,13 @@ class ReplicaReader:
     def _quiet_bound(self) -> float | None:
         return self.restart_after if self._parted else self.silent_after
 
-    def snapshot_items(self, request: int, items: Iterable[tuple[Hashable, Any]]) -> None:
-        """One chunk of the snapshot answering ``request`` (stale requests ignored)."""
+    def snapshot_items(self, request: int, items: Iterable[tuple[Hashable, Any]],
+                       now: float | None = None) -> None:
+        """One chunk of the snapshot answering ``request`` (stale requests ignored);
+        with ``now``, the snapshot timeout counts from this chunk on."""
         if self.state == AWAITING and request == self._request:
+            if now is not None:
+                self._deadline = now + self.snapshot_timeout
             if self._store is None:
                 self._snap.update(items)
                 return

@@ -147,3 +147,17 @@ def test_a_goodbye_of_another_session_or_without_a_restart_bound_changes_nothing
     r = synced()                                             # restart_after not given
     assert r.goodbye(OLD, 10, now=1.0) == []
     assert r.handle_timer(2.5) == [SyncLost(replica.WRITER_SILENT)]
+
+
+def test_a_snapshot_in_progress_is_not_abandoned_while_chunks_arrive():
+    r = ReplicaReader(snapshot_timeout=5.0, store=CompactTable)
+    r.start(now=0.0)
+    for k in range(1, 12):                      # 11 chunks, one every 4 s: 44 s in all
+        r.snapshot_items(1, [reg(k)], now=4.0 * k)
+        assert r.handle_timer(4.0 * k + 4.9) == []
+    assert r.get_timer() == 44.0 + 5.0
+    assert r.snapshot_end(1, OLD, 3, now=46.0)[0] == Replaced(11)
+    r2 = ReplicaReader(snapshot_timeout=5.0, store=CompactTable)
+    r2.start(now=0.0)
+    r2.snapshot_items(1, [reg(1)], now=1.0)
+    assert r2.handle_timer(6.0) == [SnapshotRequested(2)]    # no chunk for 5 s: asked again
