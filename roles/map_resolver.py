@@ -26,7 +26,8 @@ import time
 
 from bus import topics
 from bus.clone import CloneReader
-from common.machines.regtable import PrefixSet, RegistrationTable
+from common.machines.compact import CompactTable, UnionTable
+from common.machines.regtable import PrefixSet
 from common.machines.etr import eid_contains
 from common.machines.resolver import Drop, Punt, Resolver, Send
 from common.machines.lispsec import MsLispSec
@@ -45,6 +46,12 @@ from roles.udp import handler_error
 # destination is over its budget, the serving set is unknown): they never shun it
 NOT_THE_SENDERS_FAULT = frozenset({"not-in-sync", "rate-limited-destination", "no-serving-set",
                                    "reply-full", "no-usable-etr-rloc"})
+
+
+# after a map_server's goodbye (it stops cleanly), its replica answers through this many
+# heartbeat periods of silence (the process restarting) instead of stale_heartbeats:
+# nothing can change the shard's committed state meanwhile (docs/replica.md)
+RESTART_HEARTBEATS = 30
 
 
 class AddressInUse(Exception):
@@ -164,7 +171,10 @@ async def main(ctx: RoleContext) -> None:
             locks.append(lock_rloc(lock_dir, str(rloc), port, owner))
     except (AddressInUse, UnsafePath) as exc:
         raise RefuseToStart(str(exc)) from None
-    table = RegistrationTable()
+    # one compact replica per map_server shard (common.machines.compact), each swapped
+    # in place when a new snapshot is complete (docs/replica.md); lookups see their union
+    replicas = [CompactTable() for _ in range(cfg.count("map_server"))]
+    table = replicas[0] if len(replicas) == 1 else UnionTable(replicas)
     configured = PrefixSet([p.eid for s in cfg.sites for p in s.prefixes])
     t = cfg.timers
     resolver = Resolver(table, configured, site_of=site_lookup(cfg), shard_for=shard_for(cfg),
@@ -219,16 +229,23 @@ async def main(ctx: RoleContext) -> None:
         if resolver.in_sync:
             synced.set()
 
-    def on_set(key, value) -> None:
-        table.set(key, value)
+    def on_change(*_args) -> None:    # the reader has changed its replica (store mode)
         ctx.counters.set("registrations", len(table))
 
-    def on_delete(key) -> None:
-        table.delete(key)
-        ctx.counters.set("registrations", len(table))
+    def on_replace(count: int) -> None:
+        ctx.log.info("replica swapped in: %d registrations (%d in all)", count, len(table))
+        on_change()
+
+    def store_of(shard: int):
+        """The reader's table factory: the shard's long-lived table first (the one the
+        resolver reads), then fresh ones that snapshots fill and it adopts."""
+        first = [replicas[shard]]
+        return lambda: first.pop() if first else CompactTable()
 
     for shard in range(shards):
-        r = CloneReader(ctx, topics.ms_stream(shard), on_set=on_set, on_delete=on_delete,
+        r = CloneReader(ctx, topics.ms_stream(shard), on_set=on_change, on_delete=on_change,
+                        store=store_of(shard), keep_serving=True, on_replace=on_replace,
+                        restart_heartbeats=RESTART_HEARTBEATS,
                         on_sync=sync_changed, on_unsync=sync_changed,
                         silent_heartbeats=cfg.map_resolver.stale_heartbeats)
         readers.append(r)
