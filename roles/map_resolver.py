@@ -29,8 +29,9 @@ from bus.clone import CloneReader
 from common.machines.compact import CompactTable, UnionTable
 from common.machines.regtable import PrefixSet
 from common.machines.etr import eid_contains
-from common.machines.resolver import Drop, Punt, Resolver, Send
+from common.machines.fastpath import FastPath
 from common.machines.lispsec import MsLispSec
+from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
 from roles.runtime import RefuseToStart, RoleContext, run_role
@@ -100,6 +101,7 @@ class Worker(asyncio.DatagramProtocol):
         self.registers = registers      # roles.regbatch.RegisterBatcher
         self.shun = Shun()              # common.machines.shun: early drop of flooding sources
         self.kernel = None              # roles.kernelshun.KernelShun on an IPv4 socket
+        self.fast = None                # common.machines.fastpath.FastPath (one per process)
         self.transport = None
 
     def connection_made(self, transport) -> None:
@@ -126,7 +128,22 @@ class Worker(asyncio.DatagramProtocol):
             if not self.registers.offer(data, src):
                 self.shun.bad(addr[0], now)
             return
-        for a in self.resolver.handle(data, src, self.local, now):
+        if self.fast is not None:       # the common request, from cached reply bytes
+            r = self.fast.handle(data, src, self.local, now)
+            if r is not None:
+                if type(r) is tuple:
+                    self.transport.sendto(r[2], (r[0], r[1]))
+                    c.inc("answered")
+                    c.inc(r[3])
+                    c.inc("fastpath.answered")
+                else:
+                    self._actions((r,), src, now)
+                return
+        self._actions(self.resolver.handle(data, src, self.local, now), src, now)
+
+    def _actions(self, actions, src: tuple, now: float) -> None:
+        c = self.ctx.counters
+        for a in actions:
             if isinstance(a, Send):
                 self.transport.sendto(a.data, (a.dst, a.port))
                 c.inc("answered" if a.what.endswith("reply") else "forwarded")
@@ -140,7 +157,7 @@ class Worker(asyncio.DatagramProtocol):
             elif isinstance(a, Drop):
                 c.drop(a.reason, f"from {src[0]}:{src[1]}: {a.detail}")
                 if a.reason not in NOT_THE_SENDERS_FAULT:
-                    self.shun.bad(addr[0], now)
+                    self.shun.bad(src[0], now)
 
     def error_received(self, exc) -> None:
         self.ctx.counters.drop("socket-error", repr(exc))
@@ -200,6 +217,10 @@ async def main(ctx: RoleContext) -> None:
         resolver.serves, resolver.forward_to, resolver.neg_floor = v.serves, v.forward_target, v.negative_floor
     resolver.count, resolver.control_port = ctx.counters.inc, port
     resolver.lisp_sec = lisp_sec_hook(cfg)
+    fast = (FastPath(resolver, getattr(mr, "answer_cache", 65536))   # [map_resolver] fast_path
+            if getattr(mr, "fast_path", True) else None)
+    if any(s.lisp_sec == "required" for s in cfg.sites):
+        fast = None   # issue 13: S=0 requests for such a site are refused on the full path only
     if cfg.roles.etr and cfg.database_mappings:
         # this node's ETR answers for its own EIDs when the replica holds nothing for them
         own = tuple(m.eid for m in cfg.database_mappings)
@@ -277,6 +298,7 @@ async def main(ctx: RoleContext) -> None:
         transports[str(rloc)] = tr
         if rloc.version == 4:
             proto.kernel = KernelShun(tr.get_extra_info("socket").fileno())
+        proto.fast = fast
         workers.append(proto)
     ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
 
