@@ -441,3 +441,21 @@ def test_fast_path_and_full_path_give_identical_actions(initial, steps, mtu, tig
             data = lcaf0(spec) if wrap and eid.iid == 0 and eid.address.version == 4 else request(spec, int(now * 10))
             got = both(fast, res, data, local, now, (src, 5000))
             assert got == ref.handle(data, (src, 5000), local, now), (spec, local)
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_config_keys_fast_path_and_answer_cache():
+    from common.config import ConfigError, parse_config
+
+    def conf(**mr):
+        return parse_config({"node": {"name": "n1", "rlocs": ["127.0.0.1"], "state_dir": "state"},
+                             "map_resolver": mr}, "x.toml", "/etc/decent")
+
+    assert (conf().map_resolver.fast_path, conf().map_resolver.answer_cache) == (True, 65536)
+    c = conf(fast_path=False, answer_cache=1000).map_resolver
+    assert (c.fast_path, c.answer_cache) == (False, 1000)
+    for bad in ({"fast_path": "yes"}, {"answer_cache": 3}):
+        with pytest.raises(ConfigError) as err:
+            conf(**bad)
+        assert err.value.key_path == f"map_resolver.{next(iter(bad))}"
