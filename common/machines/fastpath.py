@@ -12,10 +12,12 @@ with no flag but M (S=1 LISP-SEC, D, E go to the full path), an inner IPv4 heade
 sum taken modulo 0xFFFF), neither port 4341, and in it a Map-Request with no P, M, I or
 D bit, one record and nothing after it, a source EID of AFI 0/1/2, ITR-RLOCs of AFI 1/2
 (one of the listener's family), and a host EID (/32 or /128, plain or inside an
-instance-ID LCAF).  Everything else, and every case below that depends on more than
-the table (replica not in sync, pull mode without M, a negative answer with a local
-database or a pull-mode floor), is handed to the full path before any rate limit is
-spent, so the full path sees exactly what it would have seen.
+instance-ID LCAF).  Everything else, and the cases where the full path would not
+answer from the table (replica not in sync; pull mode, M=0, an EID served elsewhere:
+forwarded; a negative for this node's own database: punted to its ETR; both asked
+per request through the same functions), is handed to the full path before any rate
+limit is spent, so the full path sees exactly what it would have seen.  A pull-mode
+negative floor (static per EID) is part of the cached negative.
 
 The answer cache maps the record's bytes (mask length onwards: the EID as encoded)
 and the listener's family to the reply's encoded header and records; the nonce is
@@ -78,10 +80,7 @@ class FastPath:
         if n < 60:
             return None
         b0 = data[0]
-        if b0 == 0x80:
-            if res.serves is not None:
-                return None              # pull mode, not yet forwarded (M=0): the full path
-        elif b0 != 0x81:
+        if b0 != 0x80 and b0 != 0x81:
             return None
         v = data[4]
         if v == 0x45:
@@ -146,9 +145,11 @@ class FastPath:
                 return None
         if e is _FULL:
             return None
-        head, records, what, neg = e
-        if neg and (res.local_db is not None or res.neg_floor is not None):
-            return None
+        head, records, what, neg, eid = e
+        if neg and res.local_db is not None and res.local_db(eid):
+            return None                  # our own ETR answers it (the full path punts)
+        if b0 == 0x80 and res.serves is not None and not res.serves(eid):
+            return None                  # pull mode: served elsewhere (the full path forwards)
         self.stats["hit"] += 1
         # the full path's order from here: source limit, answer, destination limit
         s = src[0]
@@ -199,7 +200,7 @@ class FastPath:
         tk = (eid.iid, eid.address.version)
         if kind in ("proxy", "negative") and a <= MAX_RECORDS and len(b) <= room:
             entry = (_HEAD.pack((2 << 28) | a), b, "proxy-reply" if kind == "proxy" else "negative-reply",
-                     kind == "negative")
+                     kind == "negative", eid)
         else:
             entry = _FULL
         ref = (six, key)

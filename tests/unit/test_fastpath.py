@@ -260,13 +260,14 @@ def test_not_in_sync_pull_mode_and_local_database_go_to_the_full_path():
 
 # ---------------------------------------------------------------- invalidation
 
-def request(spec: str, nonce: int = 1) -> bytes:
+def request(spec: str, nonce: int = 1, m: bool = False) -> bytes:
     eid = parse_eidspec(spec)
     addr = InstanceIdAddr(eid.iid, eid.address) if eid.iid else eid.address
-    req = MapRequest(nonce, (ip_address("127.0.61.1"),), (RequestRecord(addr, eid.length),))
+    req = MapRequest(nonce, (ip_address("127.0.61.1"), IPv6Address("2001:db8::2")),
+                     (RequestRecord(addr, eid.length),))
     dst = eid.address if eid.address.version == 4 else IPv6Address("2001:db8::1")
     src = ip_address("127.0.61.1") if dst.version == 4 else IPv6Address("2001:db8::2")
-    return encode_message(Ecm(req, IpUdp(src, dst, 40000, 4342)))
+    return encode_message(Ecm(req, IpUdp(src, dst, 40000, 4342), to_ms=m))
 
 
 KINDS = pytest.mark.parametrize("kind", ["regtable", "compact", "union"])
@@ -402,7 +403,7 @@ ops = st.one_of(
         st.builds(lambda h: f"{h}/128", st.sampled_from(HOSTS6)),
         st.builds(lambda h: f"{h}/24", st.sampled_from(HOSTS[:4]))),        # prefix requests: full path
         st.sampled_from([LOCAL4, LOCAL6]), st.sampled_from(["127.0.61.1", "127.0.61.2"]),
-        st.booleans()))
+        st.booleans(), st.booleans()))
 
 
 def lcaf0(spec: str) -> bytes:
@@ -416,13 +417,22 @@ def lcaf0(spec: str) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(initial=st.lists(specs, max_size=6), steps=st.lists(ops, min_size=1, max_size=40),
        mtu=st.sampled_from([1400, 200]), tight=st.booleans(),
-       kind=st.sampled_from(["regtable", "compact", "union"]))
-def test_fast_path_and_full_path_give_identical_actions(initial, steps, mtu, tight, kind):
+       kind=st.sampled_from(["regtable", "compact", "union"]), pull=st.booleans(), own=st.booleans())
+def test_fast_path_and_full_path_give_identical_actions(initial, steps, mtu, tight, kind, pull, own):
     """The reference is a RegistrationTable with the full path only; the fast path's
-    resolver reads a RegistrationTable, a CompactTable or a UnionTable of two."""
+    resolver reads a RegistrationTable, a CompactTable or a UnionTable of two.  With
+    ``pull``, pull mode's hooks (half the EIDs served elsewhere, a negative floor);
+    with ``own``, a local database (10.2.0.0/16: this node's ETR answers)."""
     rate = dict(rate=2.0, burst=4.0) if tight else {}
     res, fast = make(initial, mtu, kind=kind, **rate)
     ref, _ = make(initial, mtu, **rate)
+    for r in (res, ref):
+        if pull:
+            r.serves = lambda eid: (int(eid.address) >> 8) % 2 == 0
+            r.forward_to = lambda eid, v: "192.0.2.250" if v == 4 else "2001:db8::250"
+            r.neg_floor = lambda eid: 16 if eid.address.version == 4 else 48
+        if own:
+            r.local_db = lambda eid: eid.address.version == 4 and int(eid.address) >> 16 == 0x0A02
     if tight:
         res.dest_limiter, ref.dest_limiter = RateLimiter(3.0, 6.0), RateLimiter(3.0, 6.0)
     now = 1.0
@@ -436,9 +446,10 @@ def test_fast_path_and_full_path_give_identical_actions(initial, steps, mtu, tig
             for r in (res, ref):
                 tdel(r.table, key(step[1]))
         else:
-            _, spec, local, src, wrap = step
+            _, spec, local, src, wrap, m = step
             eid = parse_eidspec(spec)
-            data = lcaf0(spec) if wrap and eid.iid == 0 and eid.address.version == 4 else request(spec, int(now * 10))
+            data = (lcaf0(spec) if wrap and eid.iid == 0 and eid.address.version == 4
+                    else request(spec, int(now * 10), m))
             got = both(fast, res, data, local, now, (src, 5000))
             assert got == ref.handle(data, (src, 5000), local, now), (spec, local)
 
