@@ -108,6 +108,8 @@ class FastPath:
         if w0 >> 28 != 1 or w0 & _MR_SPECIAL or (w0 & 0xFF) != 1:
             return None
         p = m + 12
+        if p + 2 > n:
+            return None
         afi = data[p] << 8 | data[p + 1]
         if afi == 1:
             p += 6

@@ -197,6 +197,9 @@ def _mutants():
     yield "no itr-rloc of the listener family", refix(g4)   # asked on an IPv6 listener below
     yield "lcaf type 9 eid", refix(g6[:-14] + bytes([g6[-14] ^ 0x0B]) + g6[-13:])
     yield "ipv6 payload length", g6[:8] + struct.pack("!H", len(g6) - 43) + g6[10:]
+    short = g6[:44 + 8 + 12]     # consistent lengths, a good checksum, nothing after the nonce
+    short = short[:8] + struct.pack("!H", 20) + short[10:48] + struct.pack("!H", 20) + short[50:]
+    yield "ipv6, map-request header only", refix(short)
 
 
 def test_unusual_and_malformed_requests_go_to_the_full_path_untouched():
@@ -470,3 +473,31 @@ def test_config_keys_fast_path_and_answer_cache():
         with pytest.raises(ConfigError) as err:
             conf(**bad)
         assert err.value.key_path == f"map_resolver.{next(iter(bad))}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=st.sampled_from(["v4", "v6", "v6-ipv6-eid"]), cut=st.integers(0, 120),
+       flips=st.lists(st.tuples(st.integers(0, 119), st.integers(1, 255)), max_size=3), fix=st.booleans(),
+       ipv6_listener=st.booleans())
+def test_mangled_requests_never_raise_and_match_the_full_path(base, cut, flips, fix, ipv6_listener):
+    """Truncated and bit-flipped requests (checksum fixed up or not): the fast path
+    never raises, and fast + full path act exactly as the full path alone."""
+    data = {"v4": golden_v4(), "v6": golden_v6(),
+            "v6-ipv6-eid": golden_v6(iid=0, eid=IPv6Address("2001:db8:1::5").packed)}[base]
+    data = bytearray(data[:max(1, len(data) - cut)] if cut < 60 else data)
+    for i, x in flips:
+        if i < len(data):
+            data[i] ^= x
+    data = bytes(data)
+    if fix and len(data) > 52 and data[4] >> 4 in (4, 6):
+        try:
+            data = refix(data)
+        except (ValueError, struct.error):
+            pass
+    local = LOCAL6 if ipv6_listener else LOCAL4
+    res, fast = make(["10.1.0.0/16", "[7]10.1.0.0/16", "2001:db8:1::/48"])
+    ref, _ = make(["10.1.0.0/16", "[7]10.1.0.0/16", "2001:db8:1::/48"])
+    for warm in (golden_v4(), golden_v6()):
+        fast.handle(warm, SRC, local, 0.0)
+        ref.handle(warm, SRC, local, 0.0)
+    assert both(fast, res, data, local) == ref.handle(data, SRC, local, 1.0)
