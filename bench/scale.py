@@ -578,6 +578,36 @@ def plot(doc: dict) -> None:
     log("  wrote bench/results/scale.png")
 
 
+def in_process(doc: dict, args, n: int):
+    """The in-process children; returns (pytricia, compact, table before or None)."""
+    log(f"in process, {args.v4:,} IPv4 + {args.v6:,} IPv6 registrations:")
+    doc["in_process"] = {}
+    doc["in_process"]["pytricia"] = p = run_child("pytricia", args.v4, args.v6, args.lookups)
+    log(f"    bare pytricia: {p['rss_kib'] / 1024:.0f} MiB resident ({p['bytes_per_entry']} B/entry), "
+        f"{p['lookups_per_s']:,} get_key/s, filled in {p['fill_s']} s")
+    doc["in_process"]["compact"] = c = run_child("compact", args.v4, args.v6, args.lookups)
+    log(f"    worker replica now (CompactTable, issue 11): {c['rss_kib'] / 1024:.0f} MiB resident "
+        f"({c['bytes_per_entry']} B/entry, {c['distinct_items']} distinct items); fill {c['fill_s']} s "
+        f"({c['us_per_set']} us/set); {c['lookups_per_s']:,} lookups/s, {c['best_key_per_s']:,} best_key/s "
+        f"(pytricia get_key on the same hosts {c['pytricia_get_key_same_hosts_per_s']:,}/s)")
+    if args.skip_old:
+        t = None
+    else:
+        doc["in_process"]["table"] = t = run_child("table", args.v4, args.v6, args.lookups)
+        log(f"    worker replica before (dict + RegistrationTable): {t['rss_kib'] / 1024:.0f} MiB resident "
+            f"({t['bytes_per_entry_total']} B/entry: dict {t['rss_replica_dict_kib'] / 1024:.0f} MiB, "
+            f"table {t['rss_table_kib'] / 1024:.0f} MiB); fill {t['fill_s']} s ({t['us_per_set']} us/set); "
+            f"{t['lookups_per_s']:,} lookups/s (pytricia get_key on the same hosts "
+            f"{t['pytricia_get_key_same_hosts_per_s']:,}/s)")
+    sizes = [int(x) for x in args.order_sizes.split(",") if x]
+    doc["in_process"]["order_compact"] = oc = run_child("order-compact", *sizes)
+    log(f"    CompactTable: us per set by arrival order: {oc}")
+    if not args.skip_old:
+        doc["in_process"]["order"] = o = run_child("order", *sizes)
+        log(f"    RegistrationTable: us per set by arrival order: {o}")
+    return p, c, t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--v4", type=int, default=1_000_000, help="IPv4 registrations (<= 1048576)")
@@ -586,6 +616,8 @@ def main() -> int:
     ap.add_argument("--order-sizes", default="25000,50000,100000,200000",
                     help="sizes for the insertion-order comparison")
     ap.add_argument("--skip-node", action="store_true", help="only the in-process part")
+    ap.add_argument("--node-only", action="store_true",
+                    help="keep the in-process figures of the last scale.json, run the node part again")
     ap.add_argument("--skip-old", action="store_true",
                     help="skip the replica as it was before issue 11 (dict + RegistrationTable)")
     ap.add_argument("--restart-load-s", type=float, default=90,
@@ -626,45 +658,15 @@ def main() -> int:
     doc: dict = {"params": {k: v for k, v in vars(args).items() if k not in ("child", "rest")},
                  "quiet": wait_quiet()}
     n = args.v4 + args.v6
-    log(f"in process, {args.v4:,} IPv4 + {args.v6:,} IPv6 registrations:")
-    doc["in_process"] = {}
-    doc["in_process"]["pytricia"] = p = run_child("pytricia", args.v4, args.v6, args.lookups)
-    log(f"    bare pytricia: {p['rss_kib'] / 1024:.0f} MiB resident ({p['bytes_per_entry']} B/entry), "
-        f"{p['lookups_per_s']:,} get_key/s, filled in {p['fill_s']} s")
-    doc["in_process"]["compact"] = c = run_child("compact", args.v4, args.v6, args.lookups)
-    log(f"    worker replica now (CompactTable, issue 11): {c['rss_kib'] / 1024:.0f} MiB resident "
-        f"({c['bytes_per_entry']} B/entry, {c['distinct_items']} distinct items); fill {c['fill_s']} s "
-        f"({c['us_per_set']} us/set); {c['lookups_per_s']:,} lookups/s, {c['best_key_per_s']:,} best_key/s "
-        f"(pytricia get_key on the same hosts {c['pytricia_get_key_same_hosts_per_s']:,}/s)")
-    if args.skip_old:
-        t = None
+    if args.node_only:
+        from benchlib import RESULTS
+        last = json.loads((RESULTS / "scale.json").read_text())
+        doc["in_process"] = last["in_process"]
+        doc["in_process_from"] = {"params": last.get("params"), "note": "kept from the previous run (--node-only)"}
+        log("in process: kept from the previous bench/results/scale.json (--node-only)")
+        p, c, t = (doc["in_process"]["pytricia"], doc["in_process"]["compact"], doc["in_process"].get("table"))
     else:
-        doc["in_process"]["table"] = t = run_child("table", args.v4, args.v6, args.lookups)
-        log(f"    worker replica before (dict + RegistrationTable): {t['rss_kib'] / 1024:.0f} MiB resident "
-            f"({t['bytes_per_entry_total']} B/entry: dict {t['rss_replica_dict_kib'] / 1024:.0f} MiB, "
-            f"table {t['rss_table_kib'] / 1024:.0f} MiB); fill {t['fill_s']} s ({t['us_per_set']} us/set); "
-            f"{t['lookups_per_s']:,} lookups/s (pytricia get_key on the same hosts "
-            f"{t['pytricia_get_key_same_hosts_per_s']:,}/s)")
-    sizes = [int(x) for x in args.order_sizes.split(",") if x]
-    doc["in_process"]["order_compact"] = oc = run_child("order-compact", *sizes)
-    log(f"    CompactTable: us per set by arrival order: {oc}")
-    if args.skip_old:
-        sizes = []
-    else:
-        doc["in_process"]["order"] = o = run_child("order", *sizes)
-        log(f"    RegistrationTable: us per set by arrival order: {o}")
-    if sizes:
-        big = max(sizes)
-        per_big = o["random order"][str(big)] if str(big) in o["random order"] else o["random order"][big]
-        per_small = o["random order"][str(min(sizes))] if str(min(sizes)) in o["random order"] \
-            else o["random order"][min(sizes)]
-        sorted_big = o["registration order"].get(str(big)) or o["registration order"].get(big)
-        # the insort part grows linearly with n: extrapolate the random-order fill of n
-        slope = (per_big - per_small) / max(1, big - min(sizes))
-        est = (sorted_big + slope * n / 2) * n / 1e6
-        doc["in_process"]["random_order_fill_estimate_s"] = round(est)
-        log(f"    estimated fill of {n:,} in random order: ~{est:.0f} s (linear growth of the "
-            f"per-insert cost extrapolated; registration order: {t['fill_s']} s)")
+        p, c, t = in_process(doc, args, n)
     if not args.skip_node:
         log(f"node {RLOC} with {n:,} registrations in its map_server's SQLite store:")
         doc["quiet_node"] = wait_quiet()

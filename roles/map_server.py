@@ -14,6 +14,7 @@ and gives each registration one grace period.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
@@ -58,7 +59,12 @@ async def main(ctx: RoleContext) -> None:
     writer.hold()
     writer.start()
     bad, loaded, raws = [], 0, {}
-    for rows in store.load_chunks(5000):
+    # no cyclic GC while a million objects are made (a full pass over them takes
+    # seconds, longer than the stale bound of the workers); what is loaded is frozen
+    # out of later passes
+    gc_on = gc.isenabled()
+    gc.disable()
+    for rows in store.load_chunks(1000):
         # the records of one Map-Register share its bytes again (one object, not one each)
         rows = [(k, v, raws.setdefault(raw, raw) if raw else raw) for k, v, raw in rows]
         skipped = ms.restore(rows, {}, time.monotonic())
@@ -67,6 +73,9 @@ async def main(ctx: RoleContext) -> None:
         writer.extend((e.key, e.value) for e in (ms.table.get(k) for k, _v, _r in rows) if e is not None)
         await asyncio.sleep(0)
     raws = None
+    gc.freeze()
+    if gc_on:
+        gc.enable()
     ms.nonces.update(store.load_nonces())
     if bad:
         ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
