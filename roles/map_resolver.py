@@ -32,6 +32,7 @@ from common.machines.etr import eid_contains
 from common.machines.fastpath import FastPath
 from common.machines.lispsec import MsLispSec
 from common.machines.resolver import Drop, Punt, Resolver, Send
+from roles import memtrim
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
 from roles.runtime import RefuseToStart, RoleContext, run_role
@@ -255,6 +256,7 @@ async def main(ctx: RoleContext) -> None:
 
     def on_replace(count: int) -> None:
         ctx.log.info("replica swapped in: %d registrations (%d in all)", count, len(table))
+        memtrim.trim()     # the old replica's memory back to the system
         on_change()
 
     def store_of(shard: int):

@@ -24,6 +24,7 @@ from bus.clone import CloneWriter
 from bus.sendq import Datagram
 from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
+from roles import memtrim
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
 from roles.hostfiles import UnsafePath
@@ -72,7 +73,8 @@ async def main(ctx: RoleContext) -> None:
         loaded += len(rows) - len(skipped)
         writer.extend((e.key, e.value) for e in (ms.table.get(k) for k, _v, _r in rows) if e is not None)
         await asyncio.sleep(0)
-    raws = None
+    raws = rows = None
+    memtrim.trim()     # the reload's temporary rows back to the system
     gc.freeze()
     if gc_on:
         gc.enable()
