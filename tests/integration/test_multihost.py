@@ -311,4 +311,4 @@ def test_a_satellite_reads_the_node_through_the_bus_host(net):
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)
     # its own worker's heartbeat, which travels to the bus host and back
-    assert "map_resolver:1" in c and "answered" in c["map_resolver:1"]
+    assert c["map_resolver:1"].get("registrations", 0) >= 1
