@@ -17,6 +17,7 @@ raises :class:`EidSpecError` with a one-line message on anything else.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
 
 from common.wire.addr import (AfiList, DistinguishedName, Eid, InstanceIdAddr, Mac,
@@ -67,6 +68,14 @@ def format_mac(mac: Mac) -> str:
     return f"{h[0:4]}-{h[4:8]}-{h[8:12]}"
 
 
+@lru_cache(maxsize=1 << 16)
+def _ip_text(addr) -> str:
+    """IP address text, remembered: one registration formats its EID and RLOCs
+    several times (keys, stored values, the table), and RLOCs repeat across
+    registrations; ``ipaddress``'s own formatting is slow."""
+    return str(addr) if isinstance(addr, IPv4Address) else format_ipv6(addr)
+
+
 def format_address(addr: object) -> str:
     """Readable text of any address of :mod:`common.wire.addr`.
 
@@ -75,10 +84,8 @@ def format_address(addr: object) -> str:
     types only ever shown to people (AFI list, RLE, opaque) get a stable,
     readable form.  Raises ``TypeError`` for an object that is not an address.
     """
-    if isinstance(addr, IPv4Address):
-        return str(addr)
-    if isinstance(addr, IPv6Address):
-        return format_ipv6(addr)
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return _ip_text(addr)
     if isinstance(addr, Mac):
         return format_mac(addr)
     if isinstance(addr, DistinguishedName):
