@@ -3,6 +3,8 @@ answers an authoritative server gives from it (for unit tests without a server).
 
 from __future__ import annotations
 
+import time
+
 import dns.dnssec
 import dns.message
 import dns.name
@@ -34,6 +36,10 @@ def signed_zone(origin: str, records: dict, key=None, *, inception=None, expirat
                 lifetime: int | None = 3600, ns_addr: str = "127.0.0.1") -> tuple:
     """(zone, (private key, DNSKEY)) of ``records`` signed with ``key`` (new if None)."""
     key = key or new_key()
+    if inception is None:
+        # as real signers do: valid from a little before now, so a check whose "now"
+        # was taken a moment before signing (across a second boundary) still passes
+        inception = time.time() - 300
     z = dns.zone.from_text(zone_text(origin, records, ns_addr), origin=origin, relativize=False)
     with z.writer() as txn:
         dns.dnssec.sign_zone(z, txn, keys=[key], inception=inception, expiration=expiration,
