@@ -383,3 +383,34 @@ def lispload_quiet(*args, attempts: int = 3, others_max: float = 15.0, **kw) -> 
         if r["quiet"]:
             return r
     return best
+
+
+def flood_round(node, dst: str, attacker: str, payloads, tag: str, seconds: float, rate: float,
+                legitimate) -> dict:
+    """One single-source flood against a running node while ``legitimate()`` runs in a
+    thread (it records its own outcome).  The flood cycles ``payloads`` for ``seconds``
+    from one socket (open loop, so SO_REUSEPORT puts all of it on one worker), with the
+    bytes at offset 4 changed per datagram (a nonce; it spoils no check a flood should
+    pass).  Returns the rate the sender reached, the roles restarted meanwhile (PIDs
+    before and after) and the drop/shun counters that moved, per role."""
+    import threading
+    pids = {k: v.get("pid") for k, v in node.status().items()}
+    c0 = node.counters()
+    t = threading.Thread(target=legitimate)
+    t.start()
+    tfile = write_templates(BUILD / f"flood-{tag}.bin", payloads)
+    r = lispload(dst, tfile, src=attacker, rate=rate, seconds=seconds, nonce_off=4, sockets=1,
+                 warmup=0.0, drain=0.2, timeout_ms=50)
+    t.join(timeout=seconds + 60)
+    after = {k: v.get("pid") for k, v in node.status().items()}
+    c1 = node.counters()
+    moved: dict = {}
+    for inst, c in c1.items():
+        role = inst.split(":")[0]
+        for name, v in c.items():
+            if name.startswith(("dropped.", "shun.")):
+                d = v - c0.get(inst, {}).get(name, 0)
+                if d:
+                    moved.setdefault(role, {})[name] = moved.setdefault(role, {}).get(name, 0) + d
+    return {"flood_sent": r["sent"], "flood_rate": round(r["sent"] / seconds),
+            "restarts": sorted(k for k in pids if after.get(k) != pids[k]), "counters": moved}

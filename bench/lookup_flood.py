@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import BUILD, Node, build_c, lispload, log, save_json, write_templates  # noqa: E402
+from benchlib import Node, build_c, flood_round, log, save_json  # noqa: E402
 
 RLOC, ATTACKER, ETR = "127.0.67.1", "127.0.67.66", "127.0.67.2"
 CLIENT_NET = "127.0.68."
@@ -152,28 +152,11 @@ def main() -> int:
         doc["quiet"] = run_clients(args.clients, 3.0, 50.0)
         log(f"  no flood (3 s): {doc['quiet']}")
         for kind, payloads in kinds().items():
-            pids = {k: v.get("pid") for k, v in node.status().items()}
-            c0 = node.counters()
             res: dict = {}
-            t = threading.Thread(target=lambda: res.update(run_clients(args.clients, args.seconds, 50.0)))
-            t.start()
-            tfile = write_templates(BUILD / f"lflood-{kind}.bin", payloads)
-            r = lispload(RLOC, tfile, src=ATTACKER, rate=args.rate, seconds=args.seconds,
-                         nonce_off=4, sockets=1, warmup=0.0, drain=0.2, timeout_ms=50)
-            t.join(timeout=args.seconds + 60)
-            after = {k: v.get("pid") for k, v in node.status().items()}
-            c1 = node.counters()
-            restarts = sorted(k for k in pids if after.get(k) != pids[k])
-            drops: dict = {}
-            for inst, c in c1.items():
-                if inst.startswith("map_resolver"):
-                    for name, v in c.items():
-                        if name.startswith(("dropped.", "shun.")):
-                            d = v - c0.get(inst, {}).get(name, 0)
-                            if d:
-                                drops[name] = drops.get(name, 0) + d
-            out = {"flood_sent": r["sent"], "flood_rate": round(r["sent"] / args.seconds),
-                   "legitimate": res, "restarts": restarts, "worker_counters": drops}
+            out = flood_round(node, RLOC, ATTACKER, payloads, kind, args.seconds, args.rate,
+                              lambda: res.update(run_clients(args.clients, args.seconds, 50.0)))
+            out["legitimate"] = res
+            restarts, drops = out["restarts"], out["counters"].get("map_resolver", {})
             doc["kinds"][kind] = out
             log(f"  {kind:<12} flood {out['flood_rate']:>9,}/s for {args.seconds:.0f} s: legitimate "
                 f"{res.get('answered')}/{res.get('sent')} answered (loss {100 * (res.get('loss') or 0):.2f}%), "

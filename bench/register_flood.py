@@ -24,13 +24,12 @@ import argparse
 import os
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import BUILD, Node, build_c, lispload, log, save_json, write_templates  # noqa: E402
+from benchlib import Node, build_c, flood_round, log, save_json  # noqa: E402
 
 RLOC, ATTACKER, ETR = "127.0.65.1", "127.0.65.66", "127.0.65.2"
 BODY = """
@@ -105,36 +104,15 @@ def main() -> int:
         node.up()
         node.wait_in_sync(2, timeout=30)
         for kind, payloads in kinds().items():
-            pids = {k: v.get("pid") for k, v in node.status().items()}
-            c0 = node.counters()
             legit: dict = {}
-            t = threading.Thread(target=legitimate, args=(args.seconds, 20.0, legit))
-            t.start()
-            tfile = write_templates(BUILD / f"flood-{kind}.bin", payloads)
-            # patch mode cycles the templates for the whole run (raw mode sends each
-            # once); the nonce at byte 4 changes per datagram, which spoils no check
-            # a flood should pass: the MAC is wrong already, random bytes stay random,
-            # and a prefix in no site is refused before the MAC is looked at
-            r = lispload(RLOC, tfile, src=ATTACKER, rate=args.rate, seconds=args.seconds,
-                         nonce_off=4, sockets=1, warmup=0.0, drain=0.2, timeout_ms=50)
-            t.join(timeout=args.seconds + 30)
-            after = {k: v.get("pid") for k, v in node.status().items()}
-            c1 = node.counters()
-            restarts = sorted(k for k in pids if after.get(k) != pids[k])
-
-            def drops(prefix):
-                out = {}
-                for inst, c in c1.items():
-                    if inst.startswith(prefix):
-                        for name, v in c.items():
-                            if name.startswith("dropped."):
-                                d = v - c0.get(inst, {}).get(name, 0)
-                                if d:
-                                    out[name] = out.get(name, 0) + d
-                return out
-            res = {"flood_sent": r["sent"], "flood_rate": round(r["sent"] / args.seconds),
-                   "legitimate": legit, "restarts": restarts,
-                   "dropped_at_workers": drops("map_resolver"), "dropped_at_shard": drops("map_server")}
+            res = flood_round(node, RLOC, ATTACKER, payloads, kind, args.seconds, args.rate,
+                              lambda: legitimate(args.seconds, 20.0, legit))
+            res["legitimate"] = legit
+            res["dropped_at_workers"] = {k: v for k, v in res["counters"].get("map_resolver", {}).items()
+                                         if k.startswith("dropped.")}
+            res["dropped_at_shard"] = {k: v for k, v in res["counters"].get("map_server", {}).items()
+                                       if k.startswith("dropped.")}
+            restarts = res["restarts"]
             doc["kinds"][kind] = res
             log(f"  {kind:<12} flood {res['flood_rate']:>9,}/s for {args.seconds:.0f} s: legitimate "
                 f"{legit.get('acked')}/{legit.get('sent')} acknowledged ({100 * (legit.get('share') or 0):.2f}%), "
