@@ -10,6 +10,7 @@ Families (see ``docs/bus-protocol.md`` for the message types on each):
 
 ==========================  ===================================================
 ``rx.<msgtype>[.<shard>]``  a datagram received on UDP 4342, punted by type
+``rx.<msgtype>.<host>``     one for the ETR/ITR of satellite ``host`` (:func:`rx_xtr`)
 ``ms.<shard>.delta``        registration deltas of map_server shard (a Clone stream)
 ``ms.<shard>.hb``           that stream's heartbeat (current seq)
 ``<stream>.delta|.hb``      any Clone stream (see :func:`stream_delta`)
@@ -74,6 +75,20 @@ def matches(prefix: str, topic: str) -> bool:
 def rx(msgtype: str, shard: int | None = None) -> str:
     """Where a worker punts a received datagram of ``msgtype``."""
     return join("rx", msgtype) if shard is None else join("rx", msgtype, shard)
+
+
+# what the etr/itr take from the workers: on a satellite that runs them, punted on
+# rx.<msgtype>.<host> (common.bus_config.BusSection.xtr_host), so each ETR/ITR of a node
+# across hosts gets the datagrams that reached its own host
+XTR_KINDS = (MAP_NOTIFY, ECM_ETR, MAP_REQUEST, MAP_REPLY)
+
+
+def rx_xtr(msgtype: str, host: str | None) -> str:
+    """Where a datagram of ``msgtype`` for this host's ETR/ITR is punted: ``rx.<msgtype>``
+    (node-wide) or, qualified by a satellite's ``host``, ``rx.<msgtype>.<host>``.  A
+    node-wide subscriber also matches the qualified topics, so it takes only the exact
+    topic (the etr and itr roles check)."""
+    return rx(msgtype) if host is None else join("rx", msgtype, host)
 
 
 def heartbeat(role: str, instance: int) -> str:

@@ -12,7 +12,7 @@ On the host that runs the ``bus`` role::
     allowed_keys_dir = "keys/clients"    # and/or every *.public file in a directory
     host = "bushost"                     # the name heartbeats carry (default: hostname)
 
-On a satellite host (it runs no bus; map_resolver workers)::
+On a satellite host (it runs no bus; map_resolver workers, and maybe an ETR/ITR)::
 
     [bus]
     connect = "tcp://192.0.2.10:7400"
@@ -20,6 +20,11 @@ On a satellite host (it runs no bus; map_resolver workers)::
     secret_key_file = "keys/sat1.secret"
     host = "sat1"
     run = ["map_resolver:2", "map_resolver:3"]   # the instances this host runs
+
+A satellite that runs an ``etr`` or ``itr`` needs a ``map_resolver`` instance too (it
+owns the host's UDP 4342 and punts what arrives there for them) and an explicit
+``host`` that is a bus topic segment: the datagrams for its ETR/ITR are punted on
+``rx.<type>.<host>`` (:attr:`BusSection.xtr_host`, docs/bus-protocol.md section 7).
 
 Every TCP link is CURVE: a config naming ``tcp://`` without the keys fails here
 with the key path.  The key files are read by :mod:`bus.curve` (I/O); this module
@@ -35,9 +40,11 @@ from dataclasses import dataclass
 from typing import Any
 
 PORTS = 5                      # listen port P .. P+4
-# An ETR or ITR on a satellite is left out: rx.map-notify and rx.ecm-etr are node-wide
-# topics, so a second ETR of the node would take the first one's messages too.
-SATELLITE_ROLES = ("map_resolver",)
+# An ETR or ITR on a satellite gets its host's datagrams on host-qualified topics
+# (rx.map-notify.<host>, ...), so it never takes another ETR's messages.
+SATELLITE_ROLES = ("map_resolver", "etr", "itr")
+XTR_ROLES = ("etr", "itr")
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")   # bus/topics.py's topic segment
 _TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):(\d{1,5})\Z")
 _Z85 = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -71,6 +78,14 @@ class BusSection:
     @property
     def tcp(self) -> bool:
         return self.listen is not None or self.connect is not None
+
+    @property
+    def xtr_host(self) -> str | None:
+        """The topic qualifier of this host's ETR/ITR datagrams: ``host`` on a satellite
+        that runs an ``etr`` or ``itr``, else None (they go on the node-wide topics)."""
+        if self.satellite and any(r in XTR_ROLES for r, _ in self.run):
+            return self.host
+        return None
 
 
 EMPTY = BusSection()
@@ -121,7 +136,7 @@ def _instance(v: Any, path: str) -> tuple[str, int]:
     if role not in SATELLITE_ROLES or not sep or not num.isdigit() or int(num) > 255:
         raise ConfigError(path, f"{s!r}: expected ROLE:N with ROLE one of "
                                 f"{', '.join(SATELLITE_ROLES)} (a satellite runs no bus, "
-                                f"map_server, etr, itr or data path) and N in 0..255")
+                                f"map_server, discovery or data path) and N in 0..255")
     return role, int(num)
 
 
@@ -171,4 +186,15 @@ def parse_bus(data: Any, base_dir: str) -> BusSection:
         for k in ("allowed_keys", "allowed_keys_dir"):
             if t.has(k):
                 raise ConfigError(t.at(k), "only on the bus host (bus.listen)")
+        xtrs = [f"{r}:{n}" for r, n in run if r in XTR_ROLES]
+        if xtrs:
+            if not any(r == "map_resolver" for r, _ in run):
+                raise ConfigError(t.at("run"), f"{', '.join(xtrs)} needs a map_resolver "
+                                               f"instance on this host too: it owns the host's "
+                                               f"UDP 4342 and punts what arrives there for them")
+            if host is None or not _SEGMENT.match(host):
+                raise ConfigError(t.at("host"), f"{host!r}: required with {', '.join(xtrs)} in "
+                                                f"bus.run, as a bus topic segment (lowercase "
+                                                f"letters, digits, '-', '_'): this host's ETR/ITR "
+                                                f"datagrams go on rx.<type>.<host>")
     return BusSection(listen, connect, secret, server_key, allowed, allowed_dir, host, run)

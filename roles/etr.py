@@ -4,7 +4,10 @@ Thin shell over :class:`common.machines.etr.EtrMachine`.  Map-Registers leave fr
 own socket and the acknowledging Map-Notify comes back there.  Map-Requests for
 its EIDs reach it over the bus: ECMs with E=1 (``rx.ecm-etr``) and RLOC-probes
 (``rx.map-request``), both punted by the map_resolver workers; its authoritative
-Map-Replies leave from port 4342 through the send queue.  The first nonce is
+Map-Replies leave from port 4342 through the send queue.  On a satellite host
+(``bus.run`` has ``etr:N``) it takes those topics qualified by its host
+(``rx.ecm-etr.<host>``, ...): the datagrams that reached that host's UDP 4342, never
+another ETR's of the node (docs/bus-protocol.md section 7).  The first nonce is
 time-based, so nonces keep increasing across restarts and a ``strict`` Map-Server
 accepts a restarted ETR at once.
 """
@@ -162,7 +165,12 @@ async def main(ctx: RoleContext) -> None:
         ctx.sendq.send(str(dst), port, data, src_addr=local)
         ctx.counters.inc("answered")
 
+    host = getattr(getattr(cfg, "bus", None), "xtr_host", None)
+    mine = {topics.rx_xtr(k, host) for k in (topics.ECM_ETR, topics.MAP_REQUEST, topics.MAP_NOTIFY)}
+
     def on_punt(topic, _h, body) -> None:
+        if topic not in mine:
+            return   # rx.<type>.<host>: for the ETR of a satellite host
         ctx.counters.inc("received")
         try:
             data, src, local = bytes(body["data"]), tuple(body["src"]), body.get("local")
@@ -195,7 +203,7 @@ async def main(ctx: RoleContext) -> None:
                 servers.update(m.status())
             ctx.bus.publish(body["reply"], "etr.answered", {"servers": servers})
 
-    for t in (topics.rx(topics.ECM_ETR), topics.rx(topics.MAP_REQUEST), topics.rx(topics.MAP_NOTIFY)):
+    for t in sorted(mine):
         ctx.bus.subscribe(t, on_punt)
     ctx.bus.subscribe("etr.query", on_query)
     await ctx.bus.ready(timeout=5.0)

@@ -4,12 +4,16 @@ Thin shell over :class:`common.machines.itr.ItrMachine`.  Other processes ask it
 resolve an EID over the bus (``itr.resolve`` with a ``reply`` topic; the answer is
 the cache entry, or a failure); ``itr.query`` returns the whole map-cache.  Its
 Map-Requests leave from its own socket and the Map-Replies come back there; SMRs
-reach it as punted ``rx.map-request`` datagrams.
+reach it as punted ``rx.map-request`` datagrams (on a satellite host that runs it,
+``rx.map-request.<host>``: the ones that reached that host, docs/bus-protocol.md
+section 7).
 
 The map-cache is published as the Clone stream ``mapcache`` (key: the EID text,
 value: RLOCs, action, TTL and the wall-clock expiry) for the ``dataplane`` role, and
 saved to ``<state_dir>/itr_mapcache.msgpack`` on every change, so a restarted
 ``itr`` starts from the entries it had (the data path keeps forwarding to them).
+On a satellite the stream is ``mapcache.<host>`` (no data path reads it there; the
+bus host's stays ``mapcache``).
 The data path's misses arrive as ``dp.miss`` events and are resolved like any
 other request (one Map-Request per prefix per second at most).
 """
@@ -54,7 +58,9 @@ async def main(ctx: RoleContext) -> None:
     wake = asyncio.Event()
     offset = time.time() - time.monotonic()   # monotonic -> wall clock, fixed for the process
     save_path = cfg.state_path("itr_mapcache.msgpack")
-    writer = CloneWriter(ctx, topics.MAPCACHE_STREAM)
+    host = getattr(getattr(cfg, "bus", None), "xtr_host", None)
+    writer = CloneWriter(ctx, topics.MAPCACHE_STREAM if host is None
+                         else topics.join(topics.MAPCACHE_STREAM, host))
     restored = _restore(itr, save_path, offset, ctx)
     writer.load(restored.items(), 0)
     writer.start()
@@ -141,7 +147,11 @@ async def main(ctx: RoleContext) -> None:
         if isinstance(body, dict) and isinstance(body.get("reply"), str):
             ctx.bus.publish(body["reply"], "itr.answered", {"entries": itr.cache_entries(time.monotonic())})
 
+    mine = {topics.rx_xtr(k, host) for k in (topics.MAP_REQUEST, topics.MAP_REPLY)}
+
     def on_punt(topic, _h, body) -> None:
+        if topic not in mine:
+            return   # rx.<type>.<host>: for the ITR of a satellite host
         try:
             msg = decode_message(bytes(body["data"]))
         except (KeyError, TypeError, ValueError, DecodeError):
@@ -156,8 +166,8 @@ async def main(ctx: RoleContext) -> None:
     ctx.bus.subscribe(topics.ITR_RESOLVE, on_resolve)
     ctx.bus.subscribe("itr.query", on_query)
     ctx.bus.subscribe(topics.DP_MISS, on_miss)
-    ctx.bus.subscribe(topics.rx(topics.MAP_REQUEST), on_punt)
-    ctx.bus.subscribe(topics.rx(topics.MAP_REPLY), on_punt)
+    for t in sorted(mine):
+        ctx.bus.subscribe(t, on_punt)
     while True:
         nxt = itr.next_timer()
         delay = 1.0 if nxt is None else max(0.0, nxt - time.monotonic())

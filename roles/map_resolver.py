@@ -104,6 +104,8 @@ class Worker(asyncio.DatagramProtocol):
         self.kernel = None              # roles.kernelshun.KernelShun on an IPv4 socket
         self.fast = None                # common.machines.fastpath.FastPath (one per process)
         self.transport = None
+        # a satellite running an etr/itr punts their datagrams on rx.<type>.<host>
+        self.xtr_host = getattr(getattr(ctx.cfg, "bus", None), "xtr_host", None)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -151,7 +153,12 @@ class Worker(asyncio.DatagramProtocol):
                 c.inc(a.what)
             elif isinstance(a, Punt):
                 kind, _, shard = a.kind.partition(".")
-                topic = topics.rx(kind, int(shard)) if shard else topics.rx(kind)
+                if shard:
+                    topic = topics.rx(kind, int(shard))
+                elif kind in topics.XTR_KINDS:
+                    topic = topics.rx_xtr(kind, self.xtr_host)
+                else:
+                    topic = topics.rx(kind)
                 self.ctx.bus.publish(topic, "datagram.received",
                                      {"data": a.data, "src": list(a.src), "local": self.local})
                 c.inc(f"punted.{kind}")

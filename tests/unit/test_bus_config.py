@@ -75,6 +75,20 @@ def test_satellite_runs_its_instances_and_a_watchdog_and_no_bus():
     assert "[program:bus_0]" not in text and "[program:map_server_0]" not in text
 
 
+def test_satellite_with_an_etr_itr_pair_qualifies_their_topics_by_its_host():
+    cfg = parse(connect="tcp://10.0.0.1:7400", server_key=Z85, secret_key_file="s.secret",
+                host="sat-1", run=["itr:0", "etr:1", "map_resolver:1"])
+    assert cfg.instances() == [("map_resolver", 1), ("etr", 1), ("itr", 0), ("watchdog", 0)]
+    assert cfg.bus.xtr_host == "sat-1"
+    text = supervise.render(cfg, "/etc/decent/x.toml")
+    assert "[program:etr_1]" in text and "[program:itr_0]" in text
+    # workers only, on a satellite or one host: the node-wide topics as before
+    only = parse(connect="tcp://10.0.0.1:7400", server_key=Z85, secret_key_file="s.secret",
+                 host="sat-2", run=["map_resolver:2"])
+    assert only.bus.xtr_host is None
+    assert parse(host="h1").bus.xtr_host is None
+
+
 @pytest.mark.parametrize("bus, path, words", [
     ({"listen": "tcp://10.0.0.1:7400"}, "bus.secret_key_file", "plain TCP is refused"),
     ({"connect": "tcp://10.0.0.1:7400"}, "bus.secret_key_file", "CURVE"),
@@ -89,7 +103,13 @@ def test_satellite_runs_its_instances_and_a_watchdog_and_no_bus():
     ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85,
       "run": ["map_resolver:x"]}, "bus.run[0]", "ROLE:N"),
     ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85,
-      "run": ["map_resolver:1", "etr:1"]}, "bus.run[1]", "no bus, map_server, etr"),
+      "run": ["map_resolver:1", "dataplane:0"]}, "bus.run[1]", "no bus, map_server, discovery"),
+    ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85, "host": "s1",
+      "run": ["etr:1", "itr:0"]}, "bus.run", "needs a map_resolver instance"),
+    ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85,
+      "run": ["map_resolver:1", "etr:1"]}, "bus.host", "required with etr:1"),
+    ({"connect": "tcp://10.0.0.1:7400", "secret_key_file": "s", "server_key": Z85, "host": "Sat.1",
+      "run": ["map_resolver:1", "itr:0"]}, "bus.host", "topic segment"),
     ({"listen": "ipc:///tmp/x"}, "bus.listen", "default on one host"),
     ({"listen": "10.0.0.1:7400"}, "bus.listen", "tcp://HOST:PORT"),
     ({"listen": "tcp://10.0.0.1:65534"}, "bus.listen", "5 ports"),
