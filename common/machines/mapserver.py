@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
 from common.wire.auth import mac, seal, verify, verify_coverage
@@ -39,6 +39,7 @@ from common.wire.errors import DecodeError
 from common.wire.messages import decode_message
 from common.wire.records import EidRecord, Locator, ip_of, locator_sort_key
 from common.wire.register import MapNotify, MapNotifyAck, MapRegister
+from common.machines.regnotify import notify_of_register, plain_records
 from common.machines.regtable import Entry, RegistrationTable, entry_from_value, entry_key
 from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
@@ -139,8 +140,11 @@ class MapServer:
         if not msg.records:
             return RegisterResult(False, "no-records")
         eids = [r.prefix for r in msg.records]
+        # one site lookup per record: (site, configured prefix, more-specifics) or None
+        covering = self.site_table.covering
+        hit0 = covering(eids[0])
         # the signing site is the first record's (as the edge gate decides it)
-        site = self.site_table.site_of(eids[0])
+        site = None if hit0 is None else hit0[0]
         if site is None:
             return RegisterResult(False, "no-site", refused=[(e, "no-site") for e in eids])
         if site.name not in self.sites:
@@ -175,8 +179,10 @@ class MapServer:
             res.warnings.append("nonce-not-increasing")
         overlay: dict[str, Entry | None] = {}     # this message's own earlier records
         accepted = []
-        for rec, eid in zip(msg.records, eids):
-            why = self._judge(site, rec, eid)
+        hits = [hit0]
+        hits.extend(covering(e) for e in eids[1:])
+        for rec, eid, hit in zip(msg.records, eids, hits):
+            why = self._judge(site, rec, eid, hit)
             if why is None:
                 why = self._record(msg, rec, eid, xtr or b"", src, now, remaining, data, overlay, res)
             if why is None:
@@ -191,9 +197,14 @@ class MapServer:
         template = None
         if msg.want_map_notify:
             # the acknowledgement lists exactly what was registered (RFC 9301 5.7)
-            notify = MapNotify(msg.nonce, tuple(accepted), msg.key_id, msg.alg_id, b"",
-                               xtr_id=msg.xtr_id, site_id=msg.site_id)
-            res.notify = seal(notify, key.secret)
+            # every record accepted and plain IP addresses: the received record bytes
+            # are their encoding (common.machines.regnotify)
+            if not res.refused and plain_records(msg.records):
+                res.notify = notify_of_register(data, key.secret)
+            if res.notify is None:
+                notify = MapNotify(msg.nonce, tuple(accepted), msg.key_id, msg.alg_id, b"",
+                                   xtr_id=msg.xtr_id, site_id=msg.site_id)
+                res.notify = seal(notify, key.secret)
             res.notify_to = src
             template = res.notify
         if (not res.refused and not res.warnings and not res.unsolicited and remaining is None
@@ -237,10 +248,12 @@ class MapServer:
             res.notify_to = src
         return res
 
-    def _judge(self, site: SitePolicy, rec: EidRecord, eid: Eid) -> str | None:
+    def _judge(self, site: SitePolicy, rec: EidRecord, eid: Eid, hit) -> str | None:
+        """``hit``: ``site_table.covering(eid)``, looked up once per record."""
         if not eid.is_ip:
             return "unsupported-eid-family"
-        if not self.site_table.allows(site, eid):
+        # SiteTable.allows, from the lookup already made
+        if hit is None or hit[0].name != site.name or not (hit[1] == eid or hit[2]):
             return "prefix-not-allowed"
         if self.accept_index is not None and rec.ttl != 0:
             served = self.accept_index(eid)  # True / False / None: seeds not known yet
@@ -276,7 +289,11 @@ class MapServer:
             if ip is None:
                 unusable += 1
                 continue
-            locs.append(replace(loc, address=ip, local=False, probed=False))
+            if ip is loc.address and not loc.local and not loc.probed:
+                locs.append(loc)      # already as stored (frozen: shared, not copied)
+            else:                     # dataclasses.replace, without its introspection
+                locs.append(Locator(ip, loc.priority, loc.weight, loc.mpriority, loc.mweight, False,
+                                    False, loc.reachable, loc.unused_flags))
         if unusable:
             res.warnings.append("locator-unusable")
         if rec.locators and not locs and not rle:
