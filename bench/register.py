@@ -154,16 +154,32 @@ def map_server_in_process(n: int) -> dict:
                           "accepted_rows": len(ms_.table)}
         store.close()
         # the path the shard takes now: the edge gate's MAC check, then batches of 256
-        # with one commit each (group commit) and the refresh fast path
-        from common.machines.regedge import RegisterGate
-        from common.machines.sites import SiteTable
-        ms_ = MapServer(sites, lifetime=3600)
-        store = RegistrationStore(os.path.join(d, "b.sqlite"))
-        gate = RegisterGate(SiteTable(sites), rate=1e9, burst=1e9)
-        base = time.time_ns()
-        for label, b in (("batched new", base), ("batched refresh", base + 10 * n),
-                         ("batched refresh again", base + 20 * n)):
-            msgs = registers(n, b)
+        # with one commit each (group commit) and the refresh fast path; "before": the
+        # same with the new-registration path as it was before its CPU work (issue 10:
+        # tests/unit/msreference.py, which tests/unit/test_ms_fastnew.py proves equal)
+        from tests.unit.msreference import ReferenceMapServer
+        for cls, runs in ((ReferenceMapServer, (("batched new, before", 0),)),
+                          (MapServer, (("batched new", 0), ("batched refresh", 10 * n),
+                                       ("batched refresh again", 20 * n)))):
+            _batched(cls, sites, d, n, runs, out)
+        out["batched new: after / before"] = ratio(out["batched new"]["per_s"],
+                                                   out["batched new, before"]["per_s"])
+    finally:
+        os.system(f"rm -rf {d}")
+    return out
+
+
+def _batched(cls, sites, d: str, n: int, runs, out: dict) -> None:
+    from common.machines.regedge import RegisterGate
+    from common.machines.sites import SiteTable
+    from roles.ms_store import RegistrationStore
+    ms_ = cls(sites, lifetime=3600)
+    store = RegistrationStore(os.path.join(d, f"b-{cls.__name__}.sqlite"))
+    gate = RegisterGate(SiteTable(sites), rate=1e9, burst=1e9)
+    base = time.time_ns()
+    try:
+        for label, off in runs:
+            msgs = registers(n, base + off)
             t0 = time.perf_counter()
             for k in range(0, n, 256):
                 items = []
@@ -174,10 +190,8 @@ def map_server_in_process(n: int) -> dict:
             dt = time.perf_counter() - t0
             out[label] = {"per_s": round(n / dt), "us_each": round(dt / n * 1e6, 1),
                           "accepted_rows": len(ms_.table)}
-        store.close()
     finally:
-        os.system(f"rm -rf {d}")
-    return out
+        store.close()
 
 
 # ------------------------------------------------------------------- the node
