@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,8 @@ accept_more_specifics = true
 """
 
 
-def bus_body(keys: Path) -> str:
+def bus_body(keys: Path, sats=(2, 3)) -> str:
+    allowed = ", ".join(f'"{keys}/sat{k}.public"' for k in sats)
     return f"""
 [roles]
 map_resolver = {{ workers = 1 }}
@@ -68,7 +70,7 @@ etr = true
 [bus]
 listen = "tcp://{BUS}:{PORT}"
 secret_key_file = "{keys}/bus.secret"
-allowed_keys = ["{keys}/sat2.public", "{keys}/sat3.public"]
+allowed_keys = [{allowed}]
 host = "n1"
 
 [etr]
@@ -79,7 +81,8 @@ eid = "10.1.1.0/24"
 {SITE}"""
 
 
-def sat_body(keys: Path, k: int) -> str:
+def sat_body(keys: Path, k: int, run=None, extra: str = "") -> str:
+    run = ", ".join(f'"{x}"' for x in (run or [f"map_resolver:{k - 1}"]))
     return f"""
 [roles]
 map_server = {{ shards = 2 }}
@@ -89,10 +92,11 @@ connect = "tcp://{BUS}:{PORT}"
 server_key = "{keys}/bus.public"
 secret_key_file = "{keys}/sat{k}.secret"
 host = "n{k}"
-run = ["map_resolver:{k - 1}"]
+run = [{run}]
 
 [map_resolver]
 stale_heartbeats = {STALE}
+{extra}
 {SITE}"""
 
 
@@ -116,31 +120,41 @@ def register(topo, via: int, eid: str, nonce: int, ttl: int = 1440) -> bool:
                  "--nonce", str(nonce), "--ttl", str(ttl), "--rloc", "192.0.2.77")
 
 
-@pytest.fixture(scope="module")
-def net():
-    need_root()
-    topo = Topology(f"mh{os.getpid() % 100000}", 3)
+@contextmanager
+def node_across_hosts(tag: str, bodies):
+    """One node "mh" on len(bodies) namespaced hosts: host n1 (the bus) gets
+    ``bodies[0](keys)``, satellite n<k> ``bodies[k - 1](keys)``; the CURVE keys (bus,
+    sat<k>) are made first.  Yields (topology, nodes, key directory) once every node
+    is up; stops them and removes the namespaces after."""
+    topo = Topology(tag, len(bodies))
     keys = Path(tempfile.mkdtemp(prefix="mhk", dir="/tmp"))
-    for name in ("bus", "sat2", "sat3"):
+    for name in ["bus"] + [f"sat{k}" for k in range(2, len(bodies) + 1)]:
         curve.keygen(str(keys), name)
     nodes = []
     try:
         topo.create()
-        nodes.append(NsNode(topo.ns("n1"), "mh", BUS, bus_body(keys), timers=TIMERS))
-        for k in (2, 3):
-            nodes.append(NsNode(topo.ns(f"n{k}"), "mh", f"172.16.{k}.2", sat_body(keys, k),
-                                timers=TIMERS))
+        for k, body in enumerate(bodies, 1):
+            nodes.append(NsNode(topo.ns(f"n{k}"), "mh", BUS if k == 1 else f"172.16.{k}.2",
+                                body(keys), timers=TIMERS))
         for n in nodes:
             n.up()
-        for k in (1, 2, 3):
-            poll(lambda k=k: answer(topo, k, "10.1.1.5") == "[0]10.1.1.0/24", 60, 0.3,
-                 f"n{k}: the ETR's registration answered")
         yield topo, nodes, keys
     finally:
         for n in nodes:
             n.down()
         topo.destroy()
         subprocess.run(["rm", "-rf", str(keys)], timeout=30)
+
+
+@pytest.fixture(scope="module")
+def net():
+    need_root()
+    bodies = [bus_body] + [lambda keys, k=k: sat_body(keys, k) for k in (2, 3)]
+    with node_across_hosts(f"mh{os.getpid() % 100000}", bodies) as (topo, nodes, keys):
+        for k in (1, 2, 3):
+            poll(lambda k=k: answer(topo, k, "10.1.1.5") == "[0]10.1.1.0/24", 60, 0.3,
+                 f"n{k}: the ETR's registration answered")
+        yield topo, nodes, keys
 
 
 def remote_rows(node) -> dict:

@@ -246,3 +246,25 @@ def test_multihost_example_configs_load(tmp_path):
     here = {n for r, n in bus.instances() if r == "map_resolver"}
     there = {n for r, n in sat.instances() if r == "map_resolver"}
     assert here and there and not here & there       # instance numbers unique in the node
+
+
+def test_the_satellite_xtr_example_config_loads(tmp_path):
+    for f in ("bus-host.toml", "satellite.toml", "satellite-xtr.toml"):
+        shutil.copy(REPO / "configs" / "multihost" / f, tmp_path / f)
+    keys = tmp_path / "keys"
+    curve.keygen(str(keys), "bus")
+    for name in ("sat1", "sat2"):
+        curve.keygen(str(keys / "clients"), name)
+        os.rename(keys / "clients" / f"{name}.secret", keys / f"{name}.secret")
+    (keys / "lab.secret").write_text("lab-secret\n")
+    os.chmod(keys / "lab.secret", 0o600)
+    bus, sat1, sat = (nodeconf.load(tmp_path / f) for f in
+                      ("bus-host.toml", "satellite.toml", "satellite-xtr.toml"))
+    assert sat.bus.xtr_host == "sat2" and sat1.bus.xtr_host is None and bus.bus.xtr_host is None
+    assert ("etr", 1) in sat.instances() and ("itr", 0) in sat.instances()
+    assert sat.count("map_server") == bus.count("map_server")
+    seen: set = set()
+    for c in (bus, sat1, sat):                      # instance numbers unique in the node
+        mine = {(r, n) for r, n in c.instances() if r != "watchdog"}
+        assert not mine & seen
+        seen |= mine
