@@ -158,10 +158,19 @@ def map_server_in_process(n: int) -> dict:
         # same with the new-registration path as it was before its CPU work (issue 10:
         # tests/unit/msreference.py, which tests/unit/test_ms_fastnew.py proves equal)
         from tests.unit.msreference import ReferenceMapServer
-        for cls, runs in ((ReferenceMapServer, (("batched new, before", 0),)),
-                          (MapServer, (("batched new", 0), ("batched refresh", 10 * n),
-                                       ("batched refresh again", 20 * n)))):
-            _batched(cls, sites, d, n, runs, out)
+        # before and after alternate, 3 rounds each on fresh servers, the best kept:
+        # one round is too short to tell them apart on a shared machine
+        rounds: dict = {"batched new, before": [], "batched new": []}
+        for r in range(3):
+            for cls, label in ((ReferenceMapServer, "batched new, before"), (MapServer, "batched new")):
+                one: dict = {}
+                runs = ((label, 0),) if r < 2 or cls is ReferenceMapServer else (
+                    (label, 0), ("batched refresh", 10 * n), ("batched refresh again", 20 * n))
+                _batched(cls, sites, d, n, runs, one, tag=f"{r}")
+                rounds[label].append(one[label])
+                out.update({k: v for k, v in one.items() if k not in rounds})
+        for label, got in rounds.items():
+            out[label] = dict(max(got, key=lambda x: x["per_s"]), rounds_per_s=[x["per_s"] for x in got])
         out["batched new: after / before"] = ratio(out["batched new"]["per_s"],
                                                    out["batched new, before"]["per_s"])
     finally:
@@ -169,12 +178,12 @@ def map_server_in_process(n: int) -> dict:
     return out
 
 
-def _batched(cls, sites, d: str, n: int, runs, out: dict) -> None:
+def _batched(cls, sites, d: str, n: int, runs, out: dict, tag: str = "") -> None:
     from common.machines.regedge import RegisterGate
     from common.machines.sites import SiteTable
     from roles.ms_store import RegistrationStore
     ms_ = cls(sites, lifetime=3600)
-    store = RegistrationStore(os.path.join(d, f"b-{cls.__name__}.sqlite"))
+    store = RegistrationStore(os.path.join(d, f"b-{cls.__name__}{tag}.sqlite"))
     gate = RegisterGate(SiteTable(sites), rate=1e9, burst=1e9)
     base = time.time_ns()
     try:
