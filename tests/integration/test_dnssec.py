@@ -95,11 +95,15 @@ trust_anchor = "{ds_text(ORIGIN, key[1])}"
         assert forged != good
         before = counters(conf).get("dnssec.refused", 0)
         nsd.serve(forged)
-        rows = poll(lambda: is_state(conf, {0: "failing", 1: "ok"}), 30, "forged A refused, set kept",
-                    interval=0.3)
-        assert "DNSSEC bogus A for 0.sec.test." in rows[0]["reason"]
+        # nsd restarts to serve the new zone: a query in that gap times out first, so the
+        # reason to wait for is the refusal itself
+        def forged_refused():
+            rows = is_state(conf, {0: "failing", 1: "ok"})
+            return rows if rows and "DNSSEC bogus A for 0.sec.test." in rows[0]["reason"] else None
+        poll(forged_refused, 30, "forged A refused, set kept", interval=0.3)
         poll(lambda: counters(conf).get("dnssec.refused", 0) >= before + 3, 30, "refusals counted")
-        assert log_text(cfg).count("0.sec.test: resolution failing (A: DNSSEC bogus A") == 1
+        # logged once, when it started failing (the first reason may be that timeout)
+        assert log_text(cfg).count("0.sec.test: resolution failing (A: ") == 1
 
         # unsigned: the same names without any signature (and a forged address)
         nsd.serve(zone_text(ORIGIN, {0: ["192.0.2.66"], 1: ["192.0.2.77"]}, "127.0.53.60"))
