@@ -35,8 +35,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import msgpack
 import pytricia
 
-from common.machines.regtable import Entry, Match, RegistrationTable, entry_from_value, locator_from_value, \
-    locator_value, negative_prefix
+from common.machines.regtable import Entry, Match, RegistrationTable, best_key_in, entry_from_value, \
+    locator_from_value, locator_value, negative_prefix
 from common.machines.eidfast import parse_text as _parse
 from common.wire.addr import Eid, RleEntry
 from common.wire.eidtext import format_address
@@ -285,15 +285,8 @@ class CompactTable:
         return Match(tuple(_pair(eid.iid, self._entries(eid.iid, p, tree[p])) for _, p in out))
 
     def best_key(self, eid: Eid):
-        """A cheap handle on the longest match of a unicast ``eid`` (None: no match);
-        equal handles mean equal :meth:`lookup` results while ``version`` stands."""
-        tk = (eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6)
-        tree = self._trees.get(tk)
-        if tree is None:
-            return None
-        a = eid.address
-        best = tree.get_key(f"{a}/{eid.length}" if tk[1] == 4 else f"{format_address(a)}/{eid.length}")
-        return None if best is None else (tk, best)
+        """As :meth:`RegistrationTable.best_key`."""
+        return best_key_in(self._trees, eid)
 
     def carve(self, eid: Eid) -> tuple | None:
         """As :meth:`RegistrationTable.carve`."""

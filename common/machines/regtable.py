@@ -39,6 +39,17 @@ def _pfx(eid: Eid) -> str:
     return f"{format_address(eid.address)}/{eid.length}"
 
 
+def best_key_in(trees: dict, eid: Eid):
+    """(tree key, longest matching prefix) of a unicast ``eid`` in pytricia ``trees``
+    keyed by (instance ID, family), or None: the handle both table kinds give."""
+    tk = (eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6)
+    tree = trees.get(tk)
+    if tree is None:
+        return None
+    best = tree.get_key(_pfx(eid))
+    return None if best is None else (tk, best)
+
+
 def entry_key(eid: Eid, xtr_id: bytes) -> str:
     return f"{format_eid(eid)}|{xtr_id.hex()}"
 
@@ -245,13 +256,7 @@ class RegistrationTable:
     def best_key(self, eid: Eid):
         """A cheap handle on the longest match of a unicast ``eid`` (None: no match);
         equal handles mean equal :meth:`lookup` results while ``version`` stands."""
-        tk = (eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6)
-        tree = self._trees.get(tk)
-        if tree is None:
-            return None
-        a = eid.address
-        best = tree.get_key(f"{a}/{eid.length}" if tk[1] == 4 else _pfx(eid))
-        return None if best is None else (tk, best)
+        return best_key_in(self._trees, eid)
 
     def carve(self, eid: Eid) -> tuple | None:
         """The one-record answer for a unicast host ``eid`` when its match and the
