@@ -12,7 +12,9 @@ writer session):
 
 - ``kv.updated``  on ``S.delta``, body ``{"k": key, "v": value}``
 - ``kv.deleted``  on ``S.delta``, body ``{"k": key}``
-- ``kv.heartbeat`` on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = current)
+- ``kv.heartbeat`` on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = current), plus
+  ``"resumes": [session, seq]`` from a writer that resumed a persisted position
+  (:meth:`CloneWriter.resume`; readers at exactly that position need no snapshot)
 - ``kv.goodbye``   on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = the last: the
   writer stops; readers allow a restart's silence, common.machines.replica)
 
@@ -22,6 +24,10 @@ Snapshot socket (DEALER -> ROUTER), all bodies msgpack maps:
 - replies ``[b"items", {"req": r, "items": [[k, v], ...]}]`` (zero or more chunks)
   then ``[b"end", {"req": r, "seq": n, "session": s, "count": c}]``
 
+The stream's session is the writer process's (``src.session``) unless the writer
+chose another (:meth:`CloneWriter.new_session`): then every message body carries it
+as ``"s"`` (and the snapshot's ``end`` says it).
+
 Keys are str, bytes, int or tuples of those (msgpack arrays arrive as tuples);
 values anything msgpack-able (arrays arrive as lists).
 """
@@ -29,6 +35,7 @@ values anything msgpack-able (arrays arrive as lists).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable
 
@@ -95,6 +102,8 @@ class CloneWriter:
         self._tasks: list[asyncio.Task] = []
         self._loaded = asyncio.Event()     # snapshots are served once set (see hold)
         self._loaded.set()
+        self.session = ctx.session         # the stream's session (new_session changes it)
+        self.resumes: tuple | None = None  # (session, seq) this session continues (resume)
 
     @property
     def data(self) -> dict[Hashable, Any]:
@@ -126,6 +135,46 @@ class CloneWriter:
     def release(self) -> None:
         self._loaded.set()
 
+    def resume(self, session: str, seq: int) -> None:
+        """Continue a persisted position (before :meth:`start`): the table this writer
+        loads is the state of ``session`` at ``seq``, which that session published up
+        to and no further; readers at exactly that position continue without a
+        snapshot (issue 11, common.machines.replica, docs/replica.md)."""
+        self.seq = seq
+        self.resumes = (session, seq)
+
+    def new_session(self) -> None:
+        """Start a session of the writer's own choosing (the table is not the state a
+        resumed position named): readers resync; later messages carry it as ``"s"``."""
+        self.session = secrets.token_hex(8)
+        self.resumes = None
+        if self._tasks:
+            self.publish_heartbeat()
+
+    def seq_after(self, changes) -> int:
+        """The ``seq`` :meth:`set`/:meth:`delete` will reach over ``changes``
+        (``("set", key, value, ...)`` / ``("delete", key)``), published or not: what a
+        store persists with the changes in the same transaction."""
+        seq, seen, missing = self.seq, {}, object()
+        for ch in changes:
+            key = ch[1]
+            cur = seen[key] if key in seen else self._data.get(key, missing)
+            if ch[0] == "set":
+                stored = _pack([key, ch[2]]) if self.packed else ch[2]
+                if cur is missing or cur != stored:
+                    seq += 1
+                seen[key] = stored
+            else:
+                if cur is not missing:
+                    seq += 1
+                seen[key] = missing
+        return seq
+
+    def _body(self, body: dict) -> dict:
+        if self.session != self.ctx.session:
+            body["s"] = self.session
+        return body
+
     def set(self, key: Hashable, value: Any) -> int:
         """Set ``key``; publishes a delta unless the value is unchanged.  Returns seq."""
         stored = _pack([key, value]) if self.packed else value
@@ -133,7 +182,7 @@ class CloneWriter:
             return self.seq
         self._data[key] = stored
         self.seq += 1
-        self.ctx.bus.publish(self._delta_topic, UPDATED, {"k": key, "v": value},
+        self.ctx.bus.publish(self._delta_topic, UPDATED, self._body({"k": key, "v": value}),
                              stream=self.stream, seq=self.seq)
         return self.seq
 
@@ -143,12 +192,15 @@ class CloneWriter:
             return None
         del self._data[key]
         self.seq += 1
-        self.ctx.bus.publish(self._delta_topic, DELETED, {"k": key},
+        self.ctx.bus.publish(self._delta_topic, DELETED, self._body({"k": key}),
                              stream=self.stream, seq=self.seq)
         return self.seq
 
     def publish_heartbeat(self) -> None:
-        self.ctx.bus.publish(self._hb_topic, HEARTBEAT, {"count": len(self._data)},
+        body = {"count": len(self._data)}
+        if self.resumes is not None:
+            body["resumes"] = list(self.resumes)
+        self.ctx.bus.publish(self._hb_topic, HEARTBEAT, self._body(body),
                              stream=self.stream, seq=self.seq)
 
     def start(self) -> None:
@@ -183,7 +235,7 @@ class CloneWriter:
     async def _send_snapshot(self, ident: bytes, req: Any) -> None:
         assert self._router is not None
         items = list(self._data.items())  # consistent with self.seq right now
-        seq, session = self.seq, self.ctx.session
+        seq, session = self.seq, self.session
         try:
             for i in range(0, len(items), self.chunk):
                 if self.packed:
@@ -203,7 +255,7 @@ class CloneWriter:
 
     def close(self) -> None:
         if self._tasks and self._loaded.is_set():
-            self.ctx.bus.publish(self._hb_topic, GOODBYE, {"count": len(self._data)},
+            self.ctx.bus.publish(self._hb_topic, GOODBYE, self._body({"count": len(self._data)}),
                                  stream=self.stream, seq=self.seq)
         for t in self._tasks:
             t.cancel()
@@ -211,6 +263,14 @@ class CloneWriter:
         if self._router is not None:
             self._router.close(0)
             self._router = None
+
+
+def _resumes(body: Any) -> tuple | None:
+    """A heartbeat's ``"resumes": [session, seq]``, or None (absent or malformed)."""
+    r = body.get("resumes") if isinstance(body, dict) else None
+    if isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and type(r[1]) is int:
+        return r[0], r[1]
+    return None
 
 
 class CloneReader:
@@ -278,13 +338,19 @@ class CloneReader:
 
     def _on_message(self, _topic: str, header: Any, body: Any) -> None:
         now = self.last_heard = time.monotonic()
+        session = header.src.session
+        if isinstance(body, dict) and "s" in body:
+            session = body["s"]
+            if not isinstance(session, str):
+                self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: {header.type}: session")
+                return
         if header.type == HEARTBEAT:
             if header.seq is not None:
-                self._handle(self.machine.heartbeat(header.src.session, header.seq, now))
+                self._handle(self.machine.heartbeat(session, header.seq, now, _resumes(body)))
             return
         if header.type == GOODBYE:
             if header.seq is not None:
-                self._handle(self.machine.goodbye(header.src.session, header.seq, now))
+                self._handle(self.machine.goodbye(session, header.seq, now))
                 self.ctx.log.info("clone %s: the writer stops at seq %s; answering from the replica "
                                   "until its successor's snapshot (at most %s s of silence)", self.stream,
                                   header.seq, self.machine.restart_after)
@@ -300,7 +366,7 @@ class CloneReader:
         except TypeError:
             self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: unhashable key")
             return
-        self._handle(self.machine.delta(header.src.session, header.seq, key, body.get("v"),
+        self._handle(self.machine.delta(session, header.seq, key, body.get("v"),
                                         deleted=header.type == DELETED, now=now))
 
     def _handle(self, events: list[replica.Event]) -> None:
@@ -325,6 +391,10 @@ class CloneReader:
                 self._fetch = self.ctx.spawn(self._fetch_snapshot(ev.request),
                                              name=f"clone-snapshot {self.stream}")
                 self._wake.set()  # re-arm the timer
+            elif isinstance(ev, replica.Resumed):
+                self.ctx.counters.inc(f"clone.{self.stream}.resumed")
+                self.ctx.log.info("clone %s: the writer resumed at seq %d (session %s): no snapshot needed",
+                                  self.stream, ev.seq, ev.session)
             elif isinstance(ev, replica.SyncGained):
                 self.ctx.counters.inc(f"clone.{self.stream}.synced")
                 self.ctx.log.info("clone %s: in sync at seq %d (%d keys)", self.stream,

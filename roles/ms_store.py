@@ -22,6 +22,8 @@ from roles.hostfiles import check_private_file, open_private
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registration (key TEXT PRIMARY KEY, value BLOB NOT NULL, raw BLOB);
 CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, nonce TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stream_position (id INTEGER PRIMARY KEY CHECK (id = 0),
+    session TEXT NOT NULL, seq INTEGER NOT NULL, format INTEGER NOT NULL);
 """
 
 
@@ -45,6 +47,10 @@ class RegistrationStore:
         self._ckpt: sqlite3.Connection | None = None
         self._ckpt_lock = threading.Lock()
         self._closed = False
+        # the Clone stream's position (issue 11, roles/stream_resume.py): a callable
+        # ``(changes) -> (session, seq, format)`` whose answer :meth:`apply` commits with
+        # the changes; without it, a change makes the store unresumable
+        self.position_of = None
 
     def load(self) -> tuple[list, dict]:
         rows = [(k, msgpack.unpackb(v), raw) for k, v, raw in
@@ -80,10 +86,31 @@ class RegistrationStore:
             for key, n in (nonces or {}).items():
                 # nonces are 64-bit unsigned: stored as text (SQLite integers are signed)
                 cur.execute("INSERT OR REPLACE INTO nonce VALUES (?, ?)", (key, str(n)))
+            if changes:
+                self._position(cur, changes)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    # -- the Clone stream's position (issue 11: a restarted shard resumes its stream) --
+    def _position(self, cur, changes) -> None:
+        if self.position_of is None:
+            cur.execute("DELETE FROM stream_position")
+        else:
+            cur.execute("INSERT OR REPLACE INTO stream_position VALUES (0, ?, ?, ?)",
+                        self.position_of(changes))
+
+    def stream_position(self) -> tuple[str, int, int] | None:
+        """The persisted ``(session, seq, format)`` of the shard's stream, or None."""
+        return self.db.execute("SELECT session, seq, format FROM stream_position").fetchone()
+
+    def save_stream_position(self, session: str, seq: int, fmt: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO stream_position VALUES (0, ?, ?, ?)", (session, seq, fmt))
+
+    def forget_stream_position(self) -> None:
+        """Make the store unresumable: the next shard starts a new stream session."""
+        self.db.execute("DELETE FROM stream_position")
 
     def checkpoint(self) -> tuple[int, int]:
         """Copy the WAL into the database (PASSIVE: never blocks the writer), on a

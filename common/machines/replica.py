@@ -67,6 +67,17 @@ the silent bound is ``restart_after`` (longer: a process restart) instead of
 ``silent_after`` until anything is heard again (the new writer's first heartbeat
 then resyncs as above, serving meanwhile with ``keep_serving``).
 
+A writer that resumes its stream (issue 11, docs/replica.md): a writer process that
+reloads a committed store whose last published position it persisted with the
+changes - session ``P`` at ``seq`` ``M`` - starts a session of its own ``Q`` and says,
+in every heartbeat, that ``Q`` resumes ``(P, M)``.  Every session is written by one
+process only, so ``(P, M)`` names one state; a replica at exactly ``(P, M)`` holds it
+and continues in ``Q`` without a snapshot (:class:`Resumed`; the heartbeat then
+proves, as any heartbeat does, that every later delta of ``Q`` will arrive).  Any
+other position - behind ``M`` (changes committed but never published, or lost), ahead
+of it (a store restored from a backup), another lineage - is a session change as
+before; a delta of ``Q`` heard before any of its heartbeats too.
+
 Keys must be hashable (str, bytes, int, tuples of them); values anything.
 Inputs return lists of events; nothing here reads a clock or touches a socket.
 """
@@ -114,6 +125,13 @@ class Replaced:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    """A resumed writer continues the replica's position: ``session`` now, no snapshot."""
+    session: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class SyncGained:
     seq: int
     session: str
@@ -124,7 +142,7 @@ class SyncLost:
     reason: str
 
 
-Event = SnapshotRequested | KeySet | KeyDeleted | Replaced | SyncGained | SyncLost
+Event = SnapshotRequested | KeySet | KeyDeleted | Replaced | Resumed | SyncGained | SyncLost
 
 # resyncs that lose nothing the replica holds: it may keep answering (keep_serving)
 KEEPS_SERVING = frozenset({SESSION_CHANGED, SNAPSHOT_TIMEOUT, BUFFER_OVERFLOW})
@@ -147,6 +165,7 @@ class _Delta:
 class _Heartbeat:
     session: str
     seq: int
+    resumes: tuple | None = None    # (the session, the seq) this writer's session continues
 
 
 class ReplicaReader:
@@ -171,6 +190,7 @@ class ReplicaReader:
         self.seq: int | None = None          # the writer seq the replica reflects
         self.session: str | None = None      # the writer session it came from
         self.resyncs: dict[str, int] = {}    # reason -> count
+        self.resumed = 0                     # writer sessions continued without a snapshot
         self._request = 0
         self._deadline: float | None = None
         self._buffer: list[_Delta | _Heartbeat] = []
@@ -203,9 +223,10 @@ class ReplicaReader:
         """A published change: ``key`` set to ``value``, or deleted."""
         return self._feed(_Delta(session, seq, key, value, deleted), now)
 
-    def heartbeat(self, session: str, seq: int, now: float) -> list[Event]:
-        """The writer's periodic statement of its current ``seq``."""
-        return self._feed(_Heartbeat(session, seq), now)
+    def heartbeat(self, session: str, seq: int, now: float, resumes: tuple | None = None) -> list[Event]:
+        """The writer's periodic statement of its current ``seq``; ``resumes``: the
+        ``(session, seq)`` a resumed writer continues (see the module docstring)."""
+        return self._feed(_Heartbeat(session, seq, resumes), now)
 
     def goodbye(self, session: str, seq: int, now: float) -> list[Event]:
         """The writer is stopping; ``seq`` is its last.  See the module docstring."""
@@ -258,7 +279,7 @@ class ReplicaReader:
             self._overflow = False
             return events + self._resync(now, BUFFER_OVERFLOW)
         for msg in buffered:
-            if msg.session != session:
+            if msg.session != self.session and not self._continues(msg):
                 continue  # an older writer's (or a newer one's: its heartbeat will come)
             events += self._live(msg, now)
             if self.state == AWAITING:  # the replay found a gap: stop here
@@ -306,16 +327,20 @@ class ReplicaReader:
 
     def _live(self, msg: _Delta | _Heartbeat, now: float) -> list[Event]:
         """A message in state confirming or in-sync."""
-        if msg.session != self.session:
-            return self._resync(now, SESSION_CHANGED)
-        assert self.seq is not None
         events: list[Event] = []
+        if msg.session != self.session:
+            if not self._continues(msg):
+                return self._resync(now, SESSION_CHANGED)
+            self.session = msg.session      # the same state, a new writer: no snapshot
+            self.resumed += 1
+            events.append(Resumed(msg.session, self.seq))
+        assert self.seq is not None
         if isinstance(msg, _Heartbeat):
             if msg.seq > self.seq:
-                return self._resync(now, HEARTBEAT_AHEAD)
+                return events + self._resync(now, HEARTBEAT_AHEAD)
         else:
             if msg.seq > self.seq + 1:
-                return self._resync(now, GAP)
+                return events + self._resync(now, GAP)
             if msg.seq == self.seq + 1:
                 events.append(self._apply(msg))
             # else: already in the snapshot (or a duplicate)
@@ -323,6 +348,11 @@ class ReplicaReader:
             self.state, self.silent, self.serving = IN_SYNC, False, False
             events.append(SyncGained(self.seq, self.session))
         return events
+
+    def _continues(self, msg) -> bool:
+        """Does ``msg`` come from a writer that resumed exactly the replica's position?"""
+        return (type(msg) is _Heartbeat and msg.resumes is not None and self.seq is not None
+                and tuple(msg.resumes) == (self.session, self.seq))
 
     def _apply(self, d: _Delta) -> Event:
         self.seq = d.seq
