@@ -40,7 +40,8 @@ from common.wire.messages import decode_message
 from common.wire.records import EidRecord, Locator, ip_of, locator_sort_key
 from common.wire.register import MapNotify, MapNotifyAck, MapRegister
 from common.machines.regnotify import notify_of_register, plain_records
-from common.machines.regtable import Entry, RegistrationTable, entry_from_value, entry_key
+from common.machines.regtable import Entry, entry_key
+from common.machines.shardtable import ShardTable
 from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
 __all__ = ["MapServer", "RegisterResult", "SiteKey", "SitePolicy", "SiteTable", "site_covering"]
@@ -92,11 +93,16 @@ class MapServer:
                  accept_index=None, own=None, notify_nonce: int = 1) -> None:
         self.site_table = SiteTable(sites)
         self.sites = {n: s for n, s in self.site_table.sites.items() if own is None or n in own}
-        self.table = RegistrationTable()
+        # the compact form (issue 11): entries are built only for what a Map-Register
+        # or a lookup touches
+        self.table = ShardTable()
         self.lifetime = lifetime
         self.grace = lifetime if grace is None else grace
         self.expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        # expiry times in a heap, each with the keys armed for it (a reload arms a
+        # chunk of keys at one time: one heap entry, not one per key)
+        self._heap: list[float] = []
+        self._due: dict[float, list[str]] = {}
         self.nonces: dict[str, int] = {}
         self.raw: dict[str, bytes] = {}
         self.wants_notify: dict[str, bool] = {}
@@ -228,8 +234,9 @@ class MapServer:
             return None
         site_name, keys, entries, lives, template, secret, alg = plan
         registrant = str(src[0])
-        for k, e in entries:
-            if self.table.get(k) is not e or e.registrant != registrant:
+        holds = self.table.holds
+        for _k, token, reg in entries:    # the same content still stored (not object identity)
+            if reg != registrant or not holds(token):
                 return None
         nonce = int.from_bytes(data[4:12], "big")
         site = self.sites[site_name]
@@ -242,7 +249,7 @@ class MapServer:
         if site.nonce_policy == "warn":
             res.digest = _digest(data)
         res.nonces = dict.fromkeys(keys, nonce)
-        res.expiry = {k: now + life for (k, _e), life in zip(entries, lives)}
+        res.expiry = {k: now + life for (k, _t, _r), life in zip(entries, lives)}
         if template is not None:
             res.notify = reseal(template, nonce, secret, alg)
             res.notify_to = src
@@ -349,9 +356,12 @@ class MapServer:
         """Make memory follow a result (committed, or about to be in a batch: then
         ``undo`` collects what :meth:`rollback` needs if the commit fails)."""
         if undo is not None:
-            touched = {item[1].key if item[0] == "set" else item[1] for item in res.entries} | set(res.expiry)
-            undo.append(("state", [(k, self.table.get(k), self.raw.get(k), self.expiry.get(k),
-                                    self.wants_notify.get(k)) for k in touched],
+            # entries only for the keys whose registration changes (a refresh only
+            # moves expiry times: _KEPT, no entry built)
+            changed = {item[1].key if item[0] == "set" else item[1] for item in res.entries}
+            get = self.table.get
+            undo.append(("state", [(k, get(k) if k in changed else _KEPT, self.raw.get(k), self.expiry.get(k),
+                                    self.wants_notify.get(k)) for k in changed | set(res.expiry)],
                           [(k, self.nonces.get(k)) for k in res.nonces],
                           [n for _d, _p, n, _x in res.unsolicited], self._notify_nonce))
         for item in res.entries:
@@ -376,9 +386,11 @@ class MapServer:
         if res.unsolicited:
             self._notify_nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
         if res.plan is not None:
-            if len(self._plans) >= max(1024, 2 * len(self.table)):
-                self._plans.clear()
-            self._plans[res.plan[0]] = res.plan[1]
+            plan = self._plan_tokens(res.plan[1])
+            if plan is not None:
+                if len(self._plans) >= max(1024, 2 * len(self.table)):
+                    self._plans.clear()
+                self._plans[res.plan[0]] = plan
         st = self.stats.get(res.site)
         if st is not None:
             st["last_accepted"] = {"at": now, "from": res.registrant}
@@ -391,7 +403,8 @@ class MapServer:
                 if entry is None:
                     self._forget(k)
                 else:
-                    self.table.put(entry)
+                    if entry is not _KEPT:
+                        self.table.put(entry)
                     self.raw[k] = raw
                     self.wants_notify[k] = wants
                     if at is None:
@@ -407,6 +420,18 @@ class MapServer:
             for n in pending:
                 self.pending.pop(n, None)
             self._notify_nonce = notify_nonce
+
+    def _plan_tokens(self, plan: tuple) -> tuple | None:
+        """A refresh plan's entries as (key, content token, registrant), taken once
+        they are applied (:meth:`ShardTable.token`); None: one is not stored."""
+        site_name, keys, entries, lives, template, secret, alg = plan
+        out = []
+        for k, e in entries:
+            token = self.table.token(k)
+            if token is None:
+                return None
+            out.append((k, token, e.registrant))
+        return site_name, keys, tuple(out), lives, template, secret, alg
 
     def note_refusals(self, res: RegisterResult) -> None:
         st = self.stats.get(res.site)
@@ -516,7 +541,12 @@ class MapServer:
     # -- time -----------------------------------------------------------------------
     def _arm(self, key: str, at: float) -> None:
         self.expiry[key] = at
-        heapq.heappush(self._heap, (at, key))
+        due = self._due.get(at)
+        if due is None:
+            self._due[at] = [key]
+            heapq.heappush(self._heap, at)
+        else:
+            due.append(key)
 
     def _forget(self, key: str) -> None:
         self.table.delete(key)
@@ -525,9 +555,20 @@ class MapServer:
         self.wants_notify.pop(key, None)
 
     def next_timer(self) -> float | None:
-        while self._heap and self.expiry.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        nxt = self._heap[0][0] if self._heap else None
+        heap, expiry = self._heap, self.expiry
+        while heap:     # drop what was re-armed or forgotten since, from the front
+            at = heap[0]
+            due = self._due[at]
+            i = 0
+            while i < len(due) and expiry.get(due[i]) != at:
+                i += 1
+            if i:
+                del due[:i]
+            if due:
+                break
+            heapq.heappop(heap)
+            del self._due[at]
+        nxt = heap[0] if heap else None
         for p in self.pending.values():
             nxt = p[4] if nxt is None else min(nxt, p[4])
         return nxt
@@ -536,18 +577,21 @@ class MapServer:
         """Delete every lapsed registration, committed first when ``commit`` is given;
         if it raises, nothing is deleted and the next call retries."""
         lapsed, seen = [], set()
-        while self._heap and self._heap[0][0] <= now:
-            at, key = heapq.heappop(self._heap)
-            if self.expiry.get(key) == at and key not in seen:   # a key may sit twice in the heap
-                seen.add(key)
-                lapsed.append((at, key))
+        heap, expiry = self._heap, self.expiry
+        while heap and heap[0] <= now:
+            at = heapq.heappop(heap)
+            for key in self._due.pop(at):
+                if expiry.get(key) == at and key not in seen:   # a key may be armed twice
+                    seen.add(key)
+                    lapsed.append((at, key))
+        lapsed.sort()
         changes = [("delete", key) for _, key in lapsed]
         if changes and commit is not None:
             try:
                 commit(changes, {})
             except Exception:
-                for item in lapsed:
-                    heapq.heappush(self._heap, item)
+                for at, key in lapsed:
+                    self._arm(key, at)
                 raise
         for ch in changes:
             self._forget(ch[1])
@@ -560,22 +604,36 @@ class MapServer:
     # -- restart --------------------------------------------------------------------
     def restore(self, rows, nonces: dict, now: float) -> list:
         """Load persisted registrations: each lives one grace period unless refreshed.
-        Returns the keys of rows that could not be read (skipped)."""
-        bad = []
-        for key, value, raw in rows:
-            try:
-                e = entry_from_value(key, value)
-            except (KeyError, TypeError, ValueError):
-                bad.append(key)
+        ``rows``: (key, value, raw), the value as published or its msgpack bytes as
+        stored (inserted without decoding: :meth:`ShardTable.load`).  Returns the
+        keys of rows that could not be read (skipped)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        bad = self.table.load([(key, value) for key, value, _raw in rows])
+        skip = set(bad)
+        at = now + self.grace
+        raws, expiry = self.raw, self.expiry
+        keys = []
+        for key, _value, raw in rows:
+            if skip and key in skip:
                 continue
-            self.table.put(e)
-            self.raw[key] = raw
-            self._arm(key, now + self.grace)
+            raws[key] = raw
+            expiry[key] = at
+            keys.append(key)
+        if keys:
+            due = self._due.get(at)
+            if due is None:
+                self._due[at] = keys
+                heapq.heappush(self._heap, at)
+            else:
+                due.extend(keys)
         self.nonces.update(nonces)
         return bad
 
     def snapshot(self) -> list:
         return [(e.key, e.value) for e in self.table.entries()]
+
+
+_KEPT = object()     # undo: the registration itself was not changed (only its expiry)
 
 
 def site_covering(sites, eid: Eid) -> SitePolicy | None:

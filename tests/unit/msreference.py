@@ -4,20 +4,29 @@ Map-Notify encoded from the decoded records by :func:`seal`), kept only as the
 reference the differential test (tests/unit/test_ms_fastnew.py) and
 bench/register.py's same-run "before" figure compare the optimised
 :class:`MapServer` against.  The three methods are that commit's, verbatim.
+
+And the data model before the shard went compact (issue 11, at 1a97a67): a
+:class:`RegistrationTable` of :class:`Entry` objects, refresh plans checked by
+entry identity, one heap entry per armed key, ``restore`` building an entry per
+row.  Those methods (``_refresh`` to ``restore`` below) are that commit's, verbatim.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 
 from common.machines.mapserver import (
+    NOTIFY_RETRIES,
+    REPLAY_MEMORY,
     REPLAY_WINDOW,
     MapServer,
     RegisterResult,
     _digest,
     _refresh_key,
+    reseal,
 )
-from common.machines.regtable import Entry, entry_key
+from common.machines.regtable import Entry, RegistrationTable, entry_from_value, entry_key
 from common.machines.sites import SitePolicy
 from common.wire.addr import Eid, Rle, RleEntry
 from common.wire.auth import seal, verify_coverage
@@ -29,7 +38,13 @@ from common.wire.register import MapNotify, MapRegister
 
 
 class ReferenceMapServer(MapServer):
-    """:class:`MapServer` with the pre-optimisation compute path."""
+    """:class:`MapServer` with the pre-optimisation compute path and data model."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.table = RegistrationTable()
+        self._heap: list[tuple[float, str]] = []
+        del self._due
 
     def compute_register(self, data: bytes, src: tuple, now: float,
                          remaining: float | None = None, coverage: str | None = None) -> RegisterResult:
@@ -186,3 +201,151 @@ class ReferenceMapServer(MapServer):
                 self._plan_unsolicited(new, existing, src, res)
         return None
 
+    # -- the data model before the compact shard (1a97a67), verbatim --------------
+    def _refresh(self, data: bytes, src: tuple, now: float, coverage: str) -> RegisterResult | None:
+        """The fast path for a refresh that changes nothing: the same records, flags
+        and key as a Map-Register accepted before, whose entries are still the ones it
+        made, from the same registrant.  Only the nonce, the expiry and the
+        Map-Notify's nonce and MAC change.  None: take the full path."""
+        plan = self._plans.get(_refresh_key(data, coverage))
+        if plan is None:
+            return None
+        site_name, keys, entries, lives, template, secret, alg = plan
+        registrant = str(src[0])
+        for k, e in entries:
+            if self.table.get(k) is not e or e.registrant != registrant:
+                return None
+        nonce = int.from_bytes(data[4:12], "big")
+        site = self.sites[site_name]
+        if site.nonce_policy != "off":
+            for k in keys:
+                last = self.nonces.get(k)
+                if last is not None and nonce <= last:
+                    return None      # the full path refuses or warns, with its reasons
+        res = RegisterResult(True, site=site_name, nonce=nonce, registrant=registrant)
+        if site.nonce_policy == "warn":
+            res.digest = _digest(data)
+        res.nonces = dict.fromkeys(keys, nonce)
+        res.expiry = {k: now + life for (k, _e), life in zip(entries, lives)}
+        if template is not None:
+            res.notify = reseal(template, nonce, secret, alg)
+            res.notify_to = src
+        return res
+
+    def apply(self, res: RegisterResult, now: float, undo: list | None = None) -> None:
+        """Make memory follow a result (committed, or about to be in a batch: then
+        ``undo`` collects what :meth:`rollback` needs if the commit fails)."""
+        if undo is not None:
+            touched = {item[1].key if item[0] == "set" else item[1] for item in res.entries} | set(res.expiry)
+            undo.append(("state", [(k, self.table.get(k), self.raw.get(k), self.expiry.get(k),
+                                    self.wants_notify.get(k)) for k in touched],
+                          [(k, self.nonces.get(k)) for k in res.nonces],
+                          [n for _d, _p, n, _x in res.unsolicited], self._notify_nonce))
+        for item in res.entries:
+            if item[0] == "set":
+                _, e, raw, wants = item
+                self.table.put(e)
+                self.raw[e.key] = raw
+                self.wants_notify[e.key] = wants
+            else:
+                self._forget(item[1])
+        for key, at in res.expiry.items():
+            self._arm(key, at)
+        self.nonces.update(res.nonces)
+        if res.digest is not None:
+            for k in res.nonces:
+                ring = self.seen.setdefault(k, {})
+                ring[res.digest] = now
+                if len(ring) > REPLAY_MEMORY:
+                    del ring[next(iter(ring))]
+        for dst, port, nonce, data in res.unsolicited:
+            self.pending[nonce] = [dst, port, data, 0, now + NOTIFY_RETRIES[0], res.site]
+        if res.unsolicited:
+            self._notify_nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
+        if res.plan is not None:
+            if len(self._plans) >= max(1024, 2 * len(self.table)):
+                self._plans.clear()
+            self._plans[res.plan[0]] = res.plan[1]
+        st = self.stats.get(res.site)
+        if st is not None:
+            st["last_accepted"] = {"at": now, "from": res.registrant}
+        self.note_refusals(res)
+
+    def rollback(self, undo: list) -> None:
+        """Undo :meth:`apply` calls (newest first) after a failed group commit."""
+        for _tag, keys, nonces, pending, notify_nonce in reversed(undo):
+            for k, entry, raw, at, wants in keys:
+                if entry is None:
+                    self._forget(k)
+                else:
+                    self.table.put(entry)
+                    self.raw[k] = raw
+                    self.wants_notify[k] = wants
+                    if at is None:
+                        self.expiry.pop(k, None)
+                    else:
+                        # its heap entry is still there (nothing popped since apply)
+                        self.expiry[k] = at
+            for k, n in nonces:
+                if n is None:
+                    self.nonces.pop(k, None)
+                else:
+                    self.nonces[k] = n
+            for n in pending:
+                self.pending.pop(n, None)
+            self._notify_nonce = notify_nonce
+
+    def _arm(self, key: str, at: float) -> None:
+        self.expiry[key] = at
+        heapq.heappush(self._heap, (at, key))
+
+    def _forget(self, key: str) -> None:
+        self.table.delete(key)
+        self.expiry.pop(key, None)
+        self.raw.pop(key, None)
+        self.wants_notify.pop(key, None)
+
+    def next_timer(self) -> float | None:
+        while self._heap and self.expiry.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        nxt = self._heap[0][0] if self._heap else None
+        for p in self.pending.values():
+            nxt = p[4] if nxt is None else min(nxt, p[4])
+        return nxt
+
+    def expire(self, now: float, commit=None) -> list:
+        """Delete every lapsed registration, committed first when ``commit`` is given;
+        if it raises, nothing is deleted and the next call retries."""
+        lapsed, seen = [], set()
+        while self._heap and self._heap[0][0] <= now:
+            at, key = heapq.heappop(self._heap)
+            if self.expiry.get(key) == at and key not in seen:   # a key may sit twice in the heap
+                seen.add(key)
+                lapsed.append((at, key))
+        changes = [("delete", key) for _, key in lapsed]
+        if changes and commit is not None:
+            try:
+                commit(changes, {})
+            except Exception:
+                for item in lapsed:
+                    heapq.heappush(self._heap, item)
+                raise
+        for ch in changes:
+            self._forget(ch[1])
+        return changes
+
+    def restore(self, rows, nonces: dict, now: float) -> list:
+        """Load persisted registrations: each lives one grace period unless refreshed.
+        Returns the keys of rows that could not be read (skipped)."""
+        bad = []
+        for key, value, raw in rows:
+            try:
+                e = entry_from_value(key, value)
+            except (KeyError, TypeError, ValueError):
+                bad.append(key)
+                continue
+            self.table.put(e)
+            self.raw[key] = raw
+            self._arm(key, now + self.grace)
+        self.nonces.update(nonces)
+        return bad
