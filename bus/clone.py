@@ -132,6 +132,12 @@ class CloneWriter:
         else:
             self._data.update(items)
 
+    def extend_encoded(self, items: Iterable[tuple[Hashable, bytes]]) -> None:
+        """As :meth:`extend` for a packed writer, each value given as its msgpack
+        bytes (e.g. as a store keeps it): held as ``[k, v]`` without decoding it."""
+        assert self.packed
+        self._data.update((k, b"\x92" + _pack(k) + v) for k, v in items)
+
     def release(self) -> None:
         self._loaded.set()
 

@@ -58,15 +58,17 @@ class RegistrationStore:
         nonces = {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}
         return rows, nonces
 
-    def load_chunks(self, size: int = 5000):
+    def load_chunks(self, size: int = 5000, decode: bool = True):
         """The registrations as :meth:`load` reads them, ``size`` rows at a time (a
-        reload that yields to the event loop between chunks)."""
+        reload that yields to the event loop between chunks).  ``decode=False``: each
+        value as stored, its msgpack bytes (the shard inserts them without decoding,
+        common.machines.shardtable)."""
         cur = self.db.execute("SELECT key, value, raw FROM registration")
         while True:
             rows = cur.fetchmany(size)
             if not rows:
                 return
-            yield [(k, msgpack.unpackb(v), raw) for k, v, raw in rows]
+            yield [(k, msgpack.unpackb(v), raw) for k, v, raw in rows] if decode else rows
 
     def load_nonces(self) -> dict:
         return {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}

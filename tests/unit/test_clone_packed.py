@@ -26,3 +26,20 @@ def test_large_chunks_use_the_longer_array_headers():
         got = _packed_chunk(1, [_pack(x) for x in items])
         assert got == _pack({"req": 1, "items": items})
         assert _unpack(got)["items"][-1] == [n - 1, n - 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=30), values), max_size=20))
+def test_extend_encoded_holds_what_extend_holds(items):
+    """A store's encoded values given as they are (the shard's reload) are held as
+    extend holds the decoded ones."""
+    from types import SimpleNamespace
+
+    import msgpack
+
+    from bus.clone import CloneWriter
+    a = CloneWriter(SimpleNamespace(session="s1"), "ms.0", heartbeat=1.0, packed=True)
+    b = CloneWriter(SimpleNamespace(session="s1"), "ms.0", heartbeat=1.0, packed=True)
+    a.extend(items)
+    b.extend_encoded((k, msgpack.packb(v)) for k, v in items)
+    assert a.data == b.data

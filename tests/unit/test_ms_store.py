@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import threading
 
+import msgpack
+
 from roles.ms_store import RegistrationStore
 
 
@@ -52,3 +54,14 @@ def test_checkpoint_in_another_thread_while_committing(tmp_path):
     assert st.checkpoint() == (0, 0)    # after close: a no-op, not an error
     rows, _ = RegistrationStore(str(tmp_path / "ms.sqlite")).load()
     assert len(rows) == 30 * 16
+
+
+def test_load_chunks_undecoded_gives_the_stored_bytes(tmp_path):
+    """The shard's reload takes values as stored: the msgpack of what was committed."""
+    st = RegistrationStore(str(tmp_path / "ms.sqlite"))
+    st.apply(_changes(1, 10), {})
+    want = {k: msgpack.packb(v) for _s, k, v, _r in _changes(1, 10)}
+    got = {k: v for rows in st.load_chunks(3, decode=False) for k, v, _raw in rows}
+    assert got == want and all(isinstance(v, bytes) for v in got.values())
+    assert [r for rows in st.load_chunks(3) for r in rows] == st.load()[0]
+    st.close()
