@@ -32,7 +32,7 @@ from common.machines.etr import eid_contains
 from common.machines.fastpath import FastPath
 from common.machines.lispsec import MsLispSec
 from common.machines.resolver import Drop, Punt, Resolver, Send
-from roles import memtrim
+from roles import fastloop, memtrim
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
 from roles.runtime import RefuseToStart, RoleContext, run_role
@@ -295,6 +295,10 @@ async def main(ctx: RoleContext) -> None:
             ctx.log.warning("replica not in sync yet; not serving UDP %d", port)
     loop = asyncio.get_running_loop()
     registers = RegisterBatcher(ctx, cfg)
+    use_c = fast is not None and getattr(mr, "fast_path_c", True)   # [map_resolver] fast_path_c
+    if use_c and not fastloop.available():
+        ctx.log.warning("the C receive loop is not built (%s): the Python fast path serves", fastloop.WHY_NOT)
+        use_c = False
     transports, workers = {}, []
     for rloc in cfg.node.rlocs:
         fam = socket.AF_INET6 if rloc.version == 6 else socket.AF_INET
@@ -302,8 +306,13 @@ async def main(ctx: RoleContext) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((str(rloc), port))
-        tr, proto = await loop.create_datagram_endpoint(lambda r=str(rloc): Worker(ctx, resolver, r, registers),
-                                                        sock=sock)
+        if use_c:   # the C loop reads the socket (roles/fastloop.py); Python gets the rest
+            proto = Worker(ctx, resolver, str(rloc), registers)
+            proto.fast = fast
+            tr, _cloop = fastloop.serve(loop, sock, proto, fast)
+        else:
+            tr, proto = await loop.create_datagram_endpoint(
+                lambda r=str(rloc): Worker(ctx, resolver, r, registers), sock=sock)
         transports[str(rloc)] = tr
         if rloc.version == 4:
             proto.kernel = KernelShun(tr.get_extra_info("socket").fileno())

@@ -12,6 +12,9 @@ command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)   # DNSSEC
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # data-plane tests (netns)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# the C receive loop of the map_resolver workers (roles/_fastloop.c, built by pip below)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,4 +29,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import zmq, msgpack, dns, cryptography, uvloop, pytricia, supervisor, hypothesis, prometheus_client' 
+.venv/bin/python -c 'import roles._fastloop' 2>/dev/null || echo "setup: WARNING: roles._fastloop (C) not built: workers use the Python fast path"
 echo "setup: ok ($(.venv/bin/python --version), tshark $(tshark --version 2>/dev/null | head -1 | awk '{print $3}'))"
