@@ -65,6 +65,11 @@ class AsyncSocket:
             except zmq.Again:
                 await self._wait(zmq.POLLOUT)
 
+    def poke(self) -> None:
+        """Another task sent on this socket: ZeroMQ may have taken the descriptor's
+        edge while doing so, so let the waiter re-check ``EVENTS``."""
+        self._wake.set()
+
     def detach(self) -> None:
         """Stop watching the socket (it stays open)."""
         if not self._closed:

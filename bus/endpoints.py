@@ -9,6 +9,8 @@ nothing but ``node.state_dir`` and two nodes on one host never collide:
 ``sendq-in.sock``      send queue, producers connect PUSH here (bus binds PULL)
 ``sendq-out.sock``     send queue, map_resolver workers connect PULL here (bus
                        binds PUSH): each datagram goes to exactly one worker
+``sendq-rt.sock``   with satellites (``bus.listen``): the proxy's PUSH side,
+                       the TCP bridge routes by source address from there
 ``snap-<stream>.sock`` a Clone stream's snapshot ROUTER, bound by its writer
 =====================  =========================================================
 
@@ -52,6 +54,8 @@ class Endpoints:
         self.bus_out = ipc(self.path("bus-out.sock"))
         self.sendq_in = ipc(self.path("sendq-in.sock"))
         self.sendq_out = ipc(self.path("sendq-out.sock"))
+        # a bus host with satellites: its proxy pushes here, the bridge routes
+        self.sendq_route = ipc(self.path("sendq-rt.sock"))
 
     def path(self, name: str) -> str:
         return posixpath.join(self.state_dir, name)
@@ -92,7 +96,11 @@ def tcp_options(sock: zmq.Socket) -> None:
 class SatelliteEndpoints(Endpoints):
     """A satellite host's endpoints: its own state directory for what is local, the
     bus host's TCP endpoints (CURVE client) for the bus, the send queue and the
-    Clone snapshots (relayed by the bus host, the request prefixed by the stream)."""
+    Clone snapshots (relayed by the bus host, the request prefixed by the stream).
+    Its workers pull the send queue with a DEALER that names their source addresses
+    (``routed_sendq``, :meth:`bus.sendq.SendQueue.serve_from`)."""
+
+    routed_sendq = True
 
     def __init__(self, state_dir: str, addr, keys) -> None:
         super().__init__(state_dir)

@@ -12,6 +12,15 @@ Message: pairs of frames, ``[meta, payload, meta, payload, ...]`` (one pair per
 datagram; a producer may batch many datagrams into one message); ``meta`` is msgpack
 ``[version, dst_addr, dst_port, src_addr or nil]`` (addresses as text), ``payload``
 the UDP payload as is.
+
+A node across hosts (docs/bus-protocol.md section 7) routes by ``src_addr``: a
+datagram must leave from the host that owns its source address (a Map-Notify from
+the address the Map-Register reached, an ETR's Map-Reply from the ETR's RLOC), or
+the peer refuses it.  There a satellite's workers pull with a DEALER that says
+``[b"ready", msgpack [host, [addr, ...]]]`` when it connects and every second, and
+the bus host's bridge (:mod:`bus.tcpbridge`) splits each message by source address
+with :func:`split_by_source`: its own addresses (and ``nil``) to its own workers,
+a satellite's to that satellite's workers, each datagram still sent once.
 """
 
 from __future__ import annotations
@@ -73,6 +82,28 @@ def _decode_pair(meta_frame: bytes, payload: bytes) -> Datagram:
     return Datagram(dst, port, bytes(payload), src)
 
 
+def split_by_source(frames: Sequence[bytes], remote: "dict[str, str]") -> "dict[str | None, list[bytes]]":
+    """A message's pairs grouped by the host that must send them: ``remote`` maps a
+    satellite's source address to its host; every other datagram (no source address,
+    or one of this host's) goes under ``None``.  Order is kept within each group."""
+    if not frames or len(frames) % 2:
+        raise SendqError(f"expected pairs of frames, got {len(frames)}")
+    out: dict[str | None, list[bytes]] = {}
+    unpack = msgpack.unpackb
+    for i in range(0, len(frames), 2):
+        try:
+            meta = unpack(frames[i], raw=False)
+            src = meta[3] if isinstance(meta, list) and len(meta) >= 4 else None
+        except Exception:
+            raise SendqError("meta: bad msgpack") from None
+        host = remote.get(src) if isinstance(src, str) else None
+        out.setdefault(host, []).extend((frames[i], frames[i + 1]))
+    return out
+
+
+READY = b"ready"
+
+
 class SendQueue:
     """``send(...)`` enqueues (any role); ``recv()`` / ``async for`` pull (workers).
 
@@ -88,6 +119,7 @@ class SendQueue:
         self._push: zmq.Socket | None = None
         self._pull: AsyncSocket | None = None
         self._ready: deque[Datagram] = deque()
+        self._hello: bytes | None = None      # a satellite worker's [host, addrs]
 
     def send(self, dst_addr: str, dst_port: int, payload: bytes,
              src_addr: str | None = None) -> bool:
@@ -116,14 +148,31 @@ class SendQueue:
         self._counters.inc("sendq.queued", len(datagrams))
         return True
 
+    def serve_from(self, host: str, addrs: Sequence[str]) -> None:
+        """Say which source addresses this worker sends from (call before ``recv``).
+        On one host nothing needs it; a satellite's worker then pulls with a DEALER
+        and tells the bus host, which routes to it only the datagrams of ``addrs``."""
+        if getattr(self._endpoints, "routed_sendq", False):
+            self._hello = msgpack.packb([host, list(addrs)])
+
+    def hello(self) -> None:
+        """Repeat the satellite worker's ``ready`` (every second: a restarted bus host
+        learns its workers again within one period)."""
+        if self._hello is not None and self._pull is not None:
+            try:
+                self._pull.sock.send_multipart([READY, self._hello], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass      # not connected yet: the next period tries again
+
     async def recv(self) -> Datagram:
         """The next datagram for this worker to send (malformed ones are dropped)."""
         if self._pull is None:
-            s = self._zctx.socket(zmq.PULL)
+            s = self._zctx.socket(zmq.DEALER if self._hello is not None else zmq.PULL)
             s.setsockopt(zmq.RCVHWM, self._hwm)
             s.setsockopt(zmq.LINGER, 0)
             self._endpoints.connect(s, self._endpoints.sendq_out)
             self._pull = AsyncSocket(s)
+            self.hello()
         while not self._ready:
             frames = await self._pull.recv_multipart()
             try:

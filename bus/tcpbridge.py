@@ -12,33 +12,44 @@ port    bound here                  bridged to
 P       XSUB (satellites' PUB)      XPUB connected to ``bus-in.sock``
 P+1     XPUB (satellites' SUB)      XSUB connected to ``bus-out.sock``
 P+2     PULL (satellites' PUSH)     PUSH connected to ``sendq-in.sock``
-P+3     PUSH (satellites' workers)  PULL connected to ``sendq-out.sock`` while at
-                                    least one satellite worker is connected
+P+3     ROUTER (satellites'         the send queue, routed by source address: the
+        workers' DEALERs)           bus's proxy pushes to ``sendq-rt.sock``,
+                                    this host's datagrams go on to
+                                    ``sendq-out.sock`` (bound here), a satellite's
+                                    to one of its workers
 P+4     ROUTER (snapshot requests)  a DEALER per request to ``snap-<stream>.sock``
 ======  ==========================  =============================================
 
 Subscriptions flow back through the pub/sub bridges, so publishers still filter
-at the source.  The P+3 bridge holds no ipc connection while no satellite worker
-is connected, so the local send queue never deals datagrams to nobody.  A snapshot
+at the source.  A datagram must leave from the host that owns its source address
+(the peer checks it: an ETR refuses a Map-Notify from an address it did not
+register with), so the send queue is routed (:class:`SendRoutes`): satellite
+workers say ``ready`` with their host and addresses every second; a datagram whose
+source is a satellite's goes to one of that satellite's workers (round robin, the
+next one when a worker is full), to none if it has none connected
+(``sendq-host-down``); every other datagram to this host's workers.  A snapshot
 request on P+4 is ``[stream, b"snap", body]``; the reply frames are exactly those
 of the writer (``items``..., ``end``), so a satellite's reader is unchanged.
 
 Counters (in the bus's heartbeat): ``tcp.curve.allowed``, ``tcp.curve.denied``,
 ``tcp.sendq.peers``, ``tcp.sendq.relayed``, ``tcp.snapshots``; drops
-``curve-denied``, ``sendq-remote-full``, ``bad-snapshot-relay``.
+``curve-denied``, ``sendq-host-down``, ``sendq-full``, ``bad-sendq``,
+``bad-sendq-ready``, ``bad-snapshot-relay``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from typing import TYPE_CHECKING
 
+import msgpack
 import zmq
-import zmq.utils.monitor
 from zmq.auth.thread import ThreadAuthenticator
 
-from bus import topics
+from bus import sendq, topics
 from bus.aio import AsyncSocket
 from bus.endpoints import (TCP_BUS_IN, TCP_BUS_OUT, TCP_SENDQ_IN, TCP_SENDQ_OUT, TCP_SNAPSHOT,
                            tcp_options)
@@ -49,6 +60,56 @@ if TYPE_CHECKING:
 ZAP_DOMAIN = b"lisp-decent"
 HWM = 10_000
 MAX_RELAYS = 32            # snapshot requests relayed at once
+
+
+PEER_SILENT = 3.5          # s without a satellite worker's "ready": forgotten
+
+
+class SendRoutes:
+    """Which satellite worker sends from which address (told by their ``ready``)."""
+
+    def __init__(self) -> None:
+        self._peers: dict[bytes, tuple[str, tuple[str, ...], float]] = {}
+        self._remote: dict[str, str] | None = {}
+        self._by_host: dict[str, list[bytes]] = {}
+        self._turn = itertools.count()
+
+    def ready(self, ident: bytes, host: str, addrs, now: float) -> None:
+        old = self._peers.get(ident)
+        self._peers[ident] = (host, tuple(addrs), now)
+        if old is None or old[:2] != (host, tuple(addrs)):
+            self._remote = None
+
+    def gone(self, ident: bytes) -> None:
+        if self._peers.pop(ident, None) is not None:
+            self._remote = None
+
+    def _expire(self, now: float) -> None:
+        stale = [i for i, (_h, _a, t) in self._peers.items() if now - t > PEER_SILENT]
+        for i in stale:
+            self.gone(i)
+
+    def remote(self, now: float) -> dict[str, str]:
+        """source address -> satellite host, for :func:`bus.sendq.split_by_source`."""
+        self._expire(now)
+        if self._remote is None:
+            self._remote, self._by_host = {}, {}
+            for ident, (host, addrs, _t) in self._peers.items():
+                self._by_host.setdefault(host, []).append(ident)
+                for a in addrs:
+                    self._remote[a] = host
+        return self._remote
+
+    def peers(self, host: str) -> list[bytes]:
+        """That host's workers, starting with the next in turn (round robin)."""
+        ids = self._by_host.get(host, [])
+        if len(ids) < 2:
+            return list(ids)
+        k = next(self._turn) % len(ids)
+        return ids[k:] + ids[:k]
+
+    def count(self) -> int:
+        return len(self._peers)
 
 
 class _Allow:
@@ -102,7 +163,8 @@ class TcpBridge:
         self._threads: list[_Thread] = []
         self._tasks: list[asyncio.Task] = []
         self._socks: list[zmq.Socket] = []
-        self._peers: set[int] = set()
+        self.routes = SendRoutes()
+        self._asocks: list[AsyncSocket] = []
         self._relays = 0
 
     def _server(self, kind: int, offset: int) -> zmq.Socket:
@@ -138,64 +200,79 @@ class TcpBridge:
             _Thread(self.z, "sendq-in", self._server(zmq.PULL, TCP_SENDQ_IN),
                     self._local(zmq.PUSH, ep.sendq_in)),
         ]
-        push = self._server(zmq.PUSH, TCP_SENDQ_OUT)
+        out = self._server(zmq.ROUTER, TCP_SENDQ_OUT)
+        out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        local = self.z.socket(zmq.PUSH)       # this host's workers pull here
+        local.setsockopt(zmq.SNDHWM, HWM)
+        local.setsockopt(zmq.LINGER, 0)
+        local.bind(ep.sendq_out)
+        pull = self._local(zmq.PULL, ep.sendq_route)
         router = self._server(zmq.ROUTER, TCP_SNAPSHOT)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.SNDHWM, 0)       # a snapshot is queued whole
-        self._socks += [push, router]
-        self._tasks = [self.ctx.spawn(self._sendq_out(push), name="tcp-sendq-out"),
+        self._socks += [local, router]
+        aout, apull = AsyncSocket(out), AsyncSocket(pull)
+        self._asocks = [aout, apull]
+        self._tasks = [self.ctx.spawn(self._sendq_ready(aout), name="tcp-sendq-ready"),
+                       self.ctx.spawn(self._sendq_route(apull, local, aout), name="tcp-sendq-route"),
                        self.ctx.spawn(self._snapshots(router), name="tcp-snapshots")]
         self.ctx.log.info("bus on TCP %s..%d (CURVE, %d allowed key(s))",
                           self.listen.url(0), self.listen.port + 4, len(self.keys.allowed))
 
     # ---------------------------------------------------------- send queue out
 
-    async def _sendq_out(self, push: zmq.Socket) -> None:
-        """Relay the local send queue to satellite workers while any is connected."""
-        mon = AsyncSocket(push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                                  | zmq.EVENT_DISCONNECTED))
-        pull: AsyncSocket | None = None
-        loop = asyncio.get_running_loop()
-        recv: asyncio.Future | None = None
-        mon_recv: asyncio.Future = loop.create_task(mon.recv_multipart())
-        try:
-            while True:
-                waits = [mon_recv] + ([recv] if recv is not None else [])
-                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if mon_recv in done:
-                    ev = zmq.utils.monitor.parse_monitor_message(mon_recv.result())
-                    if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                        self._peers.add(ev["value"])
-                    elif ev["event"] == zmq.EVENT_DISCONNECTED:
-                        self._peers.discard(ev["value"])
-                    self.ctx.counters.set("tcp.sendq.peers", len(self._peers))
-                    mon_recv = loop.create_task(mon.recv_multipart())
-                    if self._peers and pull is None:
-                        pull = AsyncSocket(self._local(zmq.PULL, self.ctx.endpoints.sendq_out))
-                        pull.sock.setsockopt(zmq.RCVHWM, 100)
-                    elif not self._peers and pull is not None:
-                        if recv is not None:
-                            recv.cancel()
-                            recv = None
-                        pull.close(0)      # what it held is lost: at most once
-                        pull = None
-                if recv is not None and recv in done:
-                    frames = recv.result()
-                    recv = None
+    async def _sendq_ready(self, arouter: AsyncSocket) -> None:
+        """Learn the satellite workers: ``[ident, b"ready", msgpack [host, [addr...]]]``."""
+        while True:
+            frames = await arouter.recv_multipart()
+            try:
+                if len(frames) != 3 or frames[1] != sendq.READY:
+                    raise ValueError(f"{len(frames)} frames")
+                host, addrs = msgpack.unpackb(frames[2], raw=False)
+                if not isinstance(host, str) or not isinstance(addrs, list) \
+                        or not all(isinstance(a, str) for a in addrs) or len(addrs) > 64:
+                    raise ValueError("expected [host, [addr, ...]]")
+            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+                    msgpack.StackError) as exc:
+                self.ctx.counters.drop("bad-sendq-ready", str(exc))
+                continue
+            self.routes.ready(bytes(frames[0]), host, addrs, time.monotonic())
+
+    async def _sendq_route(self, pull: AsyncSocket, local: zmq.Socket, arouter: AsyncSocket) -> None:
+        """Deal the node's send queue by source address: this host's datagrams to its
+        own workers (``sendq-out.sock``), a satellite's to one of its workers."""
+        c = self.ctx.counters
+        while True:
+            frames = await pull.recv_multipart()
+            try:
+                groups = sendq.split_by_source(frames, self.routes.remote(time.monotonic()))
+            except sendq.SendqError as exc:
+                c.drop("bad-sendq", str(exc))
+                continue
+            for host, part in groups.items():
+                if host is None:
                     try:
-                        push.send_multipart(frames, zmq.NOBLOCK)
-                        self.ctx.counters.inc("tcp.sendq.relayed")
+                        local.send_multipart(part, zmq.NOBLOCK)
                     except zmq.Again:
-                        self.ctx.counters.drop("sendq-remote-full", "no satellite worker pulling")
-                if pull is not None and recv is None:
-                    recv = loop.create_task(pull.recv_multipart())
-        finally:
-            for f in (recv, mon_recv):
-                if f is not None:
-                    f.cancel()
-            if pull is not None:
-                pull.close(0)
-            mon.close(0)
+                        c.drop("sendq-full", f"{len(part) // 2} datagram(s): no local worker pulling")
+                    continue
+                for ident in self.routes.peers(host):
+                    try:
+                        arouter.sock.send_multipart([ident] + part, zmq.NOBLOCK)
+                    except zmq.Again:
+                        continue                       # that worker is full: the next one
+                    except zmq.ZMQError as exc:
+                        if exc.errno != zmq.EHOSTUNREACH:
+                            raise
+                        self.routes.gone(ident)        # disconnected: forget it
+                        continue
+                    c.inc("tcp.sendq.relayed", len(part) // 2)
+                    break
+                else:
+                    c.drop("sendq-host-down", f"{len(part) // 2} datagram(s) to leave from {host}: "
+                                              f"no worker of that host connected")
+            arouter.poke()
+            c.set("tcp.sendq.peers", self.routes.count())
 
     # ---------------------------------------------------------- snapshots
 
@@ -246,6 +323,8 @@ class TcpBridge:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for a in self._asocks:
+            a.close(0)
         for th in self._threads:
             th.stop()
         for s in self._socks:

@@ -34,6 +34,7 @@ import difflib
 import hashlib
 import posixpath
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Union
@@ -572,8 +573,7 @@ def _node(data: Any, base_dir: str) -> NodeSection:
     if not state_dir:
         raise ConfigError("node.state_dir", "empty")
     state_dir = posixpath.normpath(posixpath.join(base_dir, state_dir))
-    default_xtr = hashlib.sha256(f"lisp-decent xtr-id {name}".encode()).digest()[:16]
-    xtr_id = t.get("xtr_id", _hex(32), default_xtr)
+    xtr_id = t.get("xtr_id", _hex(32), default_xtr_id(name))
     site_id = t.get("site_id", _hex(16), bytes(8))
     log_level = t.get("log_level", lambda v, p: _choice(LOG_LEVELS)(_str(v, p).lower(), p),
                       "info")
@@ -929,6 +929,13 @@ def _pull_warnings(decent: DecentSection, sites: tuple[Site, ...],
 # ---------------------------------------------------------------------------
 
 
+def default_xtr_id(node_name: str, host: str | None = None) -> bytes:
+    """The xTR-ID when ``node.xtr_id`` is not given: from the node's name, and on a
+    satellite host also from ``bus.host`` (each host's ETR is its own xTR)."""
+    text = f"lisp-decent xtr-id {node_name}" + (f" {host}" if host else "")
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
 def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
     """Validate parsed TOML into a :class:`NodeConfig`.
 
@@ -993,6 +1000,10 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         metrics = _metrics(top.data.get("metrics", {}))
         from common.bus_config import parse_bus
         bus = parse_bus(top.data.get("bus", {}), base_dir)
+        if bus.satellite and bus.host and "xtr_id" not in top.data["node"]:
+            # an xTR-ID names one xTR (RFC 9301 5.6): a satellite's ETR is not the bus
+            # host's, and a Map-Server tracks nonces per xTR-ID (issue 10)
+            node = dataclasses.replace(node, xtr_id=default_xtr_id(node.name, bus.host))
     except ConfigError as exc:
         raise ConfigError(exc.key_path, exc.reason, source) from None
     return NodeConfig(source, node, roles, timers, mr_sec, ms_sec, sites, maps, etr, itr, decent,

@@ -110,15 +110,18 @@ async def main(ctx: RoleContext) -> None:
         lock_fd = take_lock(ep.path("bus.lock"))
     except UnsafePath as exc:
         raise RefuseToStart(str(exc)) from None
+    bus_cfg = getattr(ctx.cfg, "bus", None)
+    tcp = bus_cfg is not None and bus_cfg.listen is not None
+    # with satellites the send queue is routed by source address (bus.tcpbridge)
     proxies = [Proxy(ctx, "pubsub", zmq.XSUB, ep.bus_in, zmq.XPUB, ep.bus_out),
-               Proxy(ctx, "sendq", zmq.PULL, ep.sendq_in, zmq.PUSH, ep.sendq_out)]
+               Proxy(ctx, "sendq", zmq.PULL, ep.sendq_in, zmq.PUSH,
+                     ep.sendq_route if tcp else ep.sendq_out)]
     for p in proxies:
         p.start()
     ctx.log.info("proxying %s -> %s and %s -> %s", ep.bus_in, ep.bus_out,
                  ep.sendq_in, ep.sendq_out)
     bridge = None
-    bus_cfg = getattr(ctx.cfg, "bus", None)
-    if bus_cfg is not None and bus_cfg.listen is not None:   # satellites over TCP (CURVE)
+    if tcp:   # satellites over TCP (CURVE)
         from bus import curve
         from bus.tcpbridge import TcpBridge
         from common.config import ConfigError

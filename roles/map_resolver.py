@@ -35,7 +35,7 @@ from common.machines.resolver import Drop, Punt, Resolver, Send
 from roles import fastloop, memtrim
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables
-from roles.runtime import RefuseToStart, RoleContext, run_role
+from roles.runtime import RefuseToStart, RoleContext, host_name, run_role
 from roles.hostfiles import UnsafePath, open_private, private_dir
 from roles.sites import shard_for, site_lookup
 from common.machines.shun import Shun
@@ -128,7 +128,7 @@ class Worker(asyncio.DatagramProtocol):
         src = (addr[0], addr[1])
         if data and data[0] >> 4 == 3 and self.registers is not None:
             # the edge gate, then batched to the shard
-            if not self.registers.offer(data, src):
+            if not self.registers.offer(data, src, self.local):
                 self.shun.bad(addr[0], now)
             return
         if self.fast is not None:       # the common request, from cached reply bytes
@@ -319,6 +319,11 @@ async def main(ctx: RoleContext) -> None:
         proto.fast = fast
         workers.append(proto)
     ctx.log.info("serving UDP %d on %s", port, ", ".join(transports))
+
+    # across hosts, the bus host routes to this worker the datagrams to leave from
+    # these addresses (bus.sendq); on one host this changes nothing
+    ctx.sendq.serve_from(host_name(cfg), list(transports))
+    ctx.every(1.0, ctx.sendq.hello, name="sendq-hello")
 
     async def send_queued() -> None:
         async for d in ctx.sendq:

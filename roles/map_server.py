@@ -105,9 +105,11 @@ async def main(ctx: RoleContext) -> None:
         if isinstance(body.get("batch"), list):
             out = []
             for it in body["batch"]:
-                data, addr, port, cov = it
+                data, addr, port, cov = it[:4]
                 out.append((bytes(data), (str(addr), int(port)), cov if cov in ("all", "records") else None,
                             None))
+                if len(it) > 4 and isinstance(it[4], str):   # where it arrived (bus.sendq)
+                    arrived[(str(addr), int(port))] = it[4]
             return out
         remaining = body.get("remaining")
         addr, port = body["src"]
@@ -115,6 +117,9 @@ async def main(ctx: RoleContext) -> None:
                  None if remaining is None else max(0.0, float(remaining)))]
 
     queued: list = []     # Map-Registers of bus messages not yet committed
+    # registrant (addr, port) -> the local address its Map-Register reached: its
+    # Map-Notify leaves from there (across hosts the send queue routes by it)
+    arrived: dict = {}
     flush_at_next_turn = False
 
     def on_register(_topic, _header, body) -> None:
@@ -146,6 +151,8 @@ async def main(ctx: RoleContext) -> None:
             commit_group(items)
         except Exception as exc:  # as the bus counts a failing handler; nothing was acknowledged
             ctx.counters.drop(f"handler-error.{type(exc).__name__}", f"group of {len(items)}: {exc!r}")
+        finally:
+            arrived.clear()
 
     def commit_group(items: list) -> None:
         ctx.counters.inc("register.groups")
@@ -153,7 +160,7 @@ async def main(ctx: RoleContext) -> None:
         # memory and store together (one transaction), then the replicas, then the
         # acknowledgements: a group commit
         results = ms.handle_batch(items, time.monotonic(), commit=store.apply, publish=publish,
-                                  send=lambda d, p, x: out.append(Datagram(d, p, x)))
+                                  send=lambda d, p, x: out.append(Datagram(d, p, x, arrived.get((d, p)))))
         if out:
             ctx.sendq.send_many(out)
             ctx.counters.inc("map-notify.sent", sum(1 for d in out if d.payload[0] >> 4 == 4))

@@ -32,8 +32,9 @@ class RegisterBatcher:
         self.pending: dict[int, list] = {}
         self._scheduled = False
 
-    def offer(self, data: bytes, src: tuple) -> bool:
-        """Gate and queue one Map-Register; False when it was dropped."""
+    def offer(self, data: bytes, src: tuple, local: str | None = None) -> bool:
+        """Gate and queue one Map-Register that reached ``local`` (the address its
+        Map-Notify must leave from); False when it was dropped."""
         c = self.ctx.counters
         verdict = self.gate.check(data, src, time.monotonic())
         if verdict[0] == "drop":
@@ -44,7 +45,7 @@ class RegisterBatcher:
         if len(q) >= MAX_PENDING:
             c.drop("register.shed", f"{len(q)} Map-Registers already queued for shard {shard}")
             return True
-        q.append([data, src[0], src[1], coverage])
+        q.append([data, src[0], src[1], coverage, local])
         c.inc("punted.map-register")
         if len(q) >= MAX_BATCH:
             self._flush_shard(shard)

@@ -268,3 +268,21 @@ def test_the_satellite_xtr_example_config_loads(tmp_path):
         mine = {(r, n) for r, n in c.instances() if r != "watchdog"}
         assert not mine & seen
         seen |= mine
+
+
+# ---------------------------------------------------------------------------
+# a satellite's xTR is its own xTR: its default xTR-ID is not the bus host's
+
+def test_a_satellite_gets_its_own_default_xtr_id_and_an_explicit_one_is_kept():
+    sat = dict(connect="tcp://192.0.2.10:7400", server_key=Z85, secret_key_file="k/s.secret",
+               run=["map_resolver:1"])
+    bus_host = parse(listen="tcp://192.0.2.10:7400", secret_key_file="k/bus.secret",
+                     allowed_keys=[Z85], host="h1").node.xtr_id
+    one_host = parse_config({k: v for k, v in doc().items() if k != "bus"}, "x.toml", BASE).node.xtr_id
+    s1 = parse(host="sat1", **sat).node.xtr_id
+    s2 = parse(host="sat2", **sat).node.xtr_id
+    assert bus_host == one_host                       # unchanged where there is no satellite
+    assert len({one_host, s1, s2}) == 3 and len(s1) == 16
+    d = doc(host="sat1", **sat)
+    d["node"]["xtr_id"] = "00112233445566778899aabbccddeeff"
+    assert parse_config(d, "x.toml", BASE).node.xtr_id == bytes.fromhex("00112233445566778899aabbccddeeff")
