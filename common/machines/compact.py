@@ -124,6 +124,82 @@ class CompactTable:
                      None if usual else key)
         self._add(key, parsed, item, usual)
 
+    def fill(self, items) -> int:
+        """Add many published ``(key, value)`` pairs (a snapshot's chunk): the same table
+        as :meth:`set` on each, without its per-key work - no version step or
+        ``on_change`` per key (one step at the end: a table being filled is not read),
+        the item packed straight from the value's fields, a new prefix stored without
+        the removal checks a set needs.  Keys already stored, multicast and other
+        unusual values go through :meth:`set`.  Returns how many values were refused
+        (malformed: nothing kept for them, as :meth:`set` raising)."""
+        if self.on_change is not None:        # a table others watch: one event per key
+            return sum(1 for k, v in items if not self._try_set(k, v))
+        refused, trees, keyed, intern, pending = 0, self._trees, self._keyed, self._intern, self._pending
+        packb, fields, parse, heads = msgpack.Packer(use_bin_type=True).pack, _fields, _parse, {}
+        made: dict = {}                       # the fields of a usual value -> its item
+        v0 = self.version
+        for key, value in items:
+            try:
+                text = value["eid"]
+                parsed = (_v4_text(text, heads) or parse(text)) if type(text) is str else None
+                if parsed is None or key in keyed:
+                    raise LookupError
+                iid, fam, pfx, length, net = parsed
+                tree = trees.get((iid, fam))
+                if tree is not None and tree.has_key(pfx):
+                    raise LookupError         # a prefix several registrants hold: set
+                xtr = value.get("xtr", "")
+                rlocs, rle = value.get("rlocs", ()), value.get("rle")
+                if type(xtr) is not str or type(rlocs) is not list or (rle is not None and type(rle) is not list):
+                    raise LookupError
+                usual = key == f"[{iid}]{pfx}|{xtr}"
+                site, ttl, reg = value.get("site", ""), value.get("ttl", 0), value.get("registrant", "")
+                sig = item = None
+                if usual and not rle and type(site) is str and type(ttl) is int and type(reg) is str:
+                    # the registrations of one registrant share their fields: packed once (the
+                    # locators by their bytes: 1, 1.0 and True are equal keys, not equal bytes)
+                    sig = (site, ttl, bool(value.get("proxy")), bool(value.get("merge")), xtr, reg,
+                           packb(rlocs))
+                    item = made.get(sig)
+                if item is None:
+                    item = packb([str(site), rlocs, int(ttl), bool(value.get("proxy")), bool(value.get("merge")),
+                                  xtr, str(reg), rle or None, None if usual else key])
+                    fields(item)              # malformed: refused before any change
+                    if sig is not None and len(made) < 4096:
+                        made[sig] = item
+            except LookupError:
+                refused += not self._try_set(key, value)
+                continue
+            except (TypeError, ValueError, AttributeError):
+                refused += 1
+                continue
+            got = intern.get(item)
+            if got is None:
+                intern[item] = [item, 1]
+            else:
+                got[1] += 1
+                item = got[0]
+            if not usual:
+                keyed[key] = f"[{iid}]{pfx}"
+            if tree is None:
+                tree = trees[(iid, fam)] = pytricia.PyTricia(_BITS[fam])
+                self._index[(iid, fam)] = array("Q") if fam == 4 else []
+            tree[pfx] = item
+            pk = pending.get((iid, fam))
+            if pk is None:
+                pk = pending[(iid, fam)] = []
+            pk.append(net << 8 | length)
+            self._n += 1
+        self.version = max(self.version, v0) + 1
+        return refused
+
+    def _try_set(self, key, value) -> bool:
+        try:
+            self.set(key, value)
+            return True
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+
     def put(self, e: Entry) -> None:
         if e.eid.is_multicast:
             self.delete(e.key)
@@ -360,6 +436,34 @@ class CompactTable:
                 return True
             i += 1
         return False
+
+
+def _v4_text(text: str, heads: dict):
+    """:func:`~common.machines.eidfast.parse_text` of a canonical ``[0]a.b.c.d/len``
+    (instance ID 0, IPv4), the first three octets read once per fill (``heads``);
+    None for anything else (the caller then asks ``parse_text``)."""
+    if not text.startswith("[0]") or not text.isascii():     # (str.isdigit takes other digits)
+        return None
+    pfx = text[3:]
+    addr, slash, ln = pfx.partition("/")
+    head, dot, last = addr.rpartition(".")
+    top = heads.get(head)
+    if top is None:
+        top = -1
+        parts = head.split(".")
+        if len(parts) == 3 and all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255
+                                   for p in parts):
+            top = int(parts[0]) << 24 | int(parts[1]) << 16 | int(parts[2]) << 8
+        if len(heads) < 65536:
+            heads[head] = top
+    if top < 0 or not (last.isdigit() and len(last) <= 3 and (last == "0" or last[0] != "0")) \
+            or not (ln.isdigit() and len(ln) <= 2 and (ln == "0" or ln[0] != "0")):
+        return None
+    octet, length = int(last), int(ln)
+    net = top | octet
+    if octet > 255 or length > 32 or (length < 32 and net & ((1 << (32 - length)) - 1)):
+        return None
+    return 0, 4, pfx, length, net
 
 
 def _eid(parsed) -> Eid:

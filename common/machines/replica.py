@@ -253,6 +253,10 @@ class ReplicaReader:
             if self._store is None:
                 self._snap.update(items)
                 return
+            fill = getattr(self._snap, "fill", None)
+            if fill is not None:      # a chunk at once (CompactTable.fill: no per-key work)
+                self.bad_values += fill(items)
+                return
             for k, v in items:
                 try:
                     self._snap.set(k, v)
