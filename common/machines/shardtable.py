@@ -18,6 +18,7 @@ its EID) with what the shard needs beside the workers' lookups:
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from ipaddress import IPv4Address, ip_address
 
@@ -31,6 +32,8 @@ from common.wire.eidtext import format_address
 from common.wire.records import Locator
 
 _FILL_CACHE = 4096      # distinct encoded registrations (without the EID) remembered per fill
+_MAX_IID = (1 << 24) - 1
+_HEXTETS = re.compile(r"(?:0|[1-9a-f][0-9a-f]{0,3})(?::(?:0|[1-9a-f][0-9a-f]{0,3}))*\Z")
 
 
 def _loc_value(loc: Locator) -> list:
@@ -124,82 +127,146 @@ class ShardTable(CompactTable):
         """Insert ``(key, value)`` rows of a reload, ``value`` a published value
         (:func:`~common.machines.regtable.entry_value`'s dict) or its msgpack bytes
         as the store keeps it.  Returns the keys of rows that are not registrations
-        (skipped, nothing stored for them)."""
+        (skipped, nothing stored for them).
+
+        An encoded value whose first field is its EID text (as ``entry_value``
+        orders it) is split there: the rest - the same bytes for every
+        registration of one registrant - is decoded once into its item; the
+        text is read by :func:`_parse_v4` / :func:`_parse_v6`.  Anything else
+        (multicast, a key of its own, another layout) takes :meth:`set`."""
         bad = []
-        cache: dict[bytes, tuple | None] = {}
+        cache: dict = {}
+        trees, intern, pending, keyed = self._trees, self._intern, self._pending, self._keyed
         direct = self.on_change is None
         for key, value in rows:
+            if type(value) is not bytes or len(value) < 7 or value[1:5] != b"\xa3eid":
+                if not self._load_one(key, value):
+                    bad.append(key)
+                continue
+            h = value[5]
+            if 0xA0 <= h <= 0xBF:
+                at, end = 6, 6 + h - 0xA0
+            elif h == 0xD9:
+                at, end = 7, 7 + value[6]
+            else:
+                at = end = 0
+            got = cache.get(value[end:]) if end else None
+            if got is None and end:
+                got = _rest_item(value[:1] + b"\xa3eid\xa0" + value[end:])
+                if len(cache) >= _FILL_CACHE:
+                    cache.clear()
+                cache[value[end:]] = got
+            if not got or got[0] != value[0]:
+                if not self._load_one(key, value):
+                    bad.append(key)
+                continue
             try:
-                if isinstance(value, (bytes, bytearray, memoryview)):
-                    split = _split_eid(bytes(value))
-                    if split is None:
-                        self.set(key, msgpack.unpackb(value))
-                        continue
-                    text, rest = split
-                    parsed = _parse(text)
-                    if parsed is None:            # multicast: the general path
-                        self.set(key, msgpack.unpackb(value))
-                        continue
-                    got = cache.get(rest, 0)
-                    if got == 0:
-                        got = _rest_item(rest)
-                        if len(cache) >= _FILL_CACHE:
-                            cache.clear()
-                        cache[rest] = got
-                    if got is None:
-                        raise ValueError("not a registration")
-                    xtr, item = got
-                    iid, _fam, pfx = parsed[0], parsed[1], parsed[2]
-                    if key != f"[{iid}]{pfx}|{xtr}":
-                        self.set(key, msgpack.unpackb(value))    # a key of its own: rare
-                        continue
-                else:
-                    self.set(key, value)
-                    continue
-            except (KeyError, TypeError, ValueError, IndexError, msgpack.UnpackException):
+                text = value[at:end].decode()
+            except ValueError:
                 bad.append(key)
                 continue
+            _head, suffix, item = got
+            parsed = _parse_v4(text) if ":" not in text else _parse_v6(text)
+            if parsed is None or key != text + suffix:
+                if not self._load_one(key, value):
+                    bad.append(key)
+                continue
             tk = (parsed[0], parsed[1])
-            tree = self._trees.get(tk)
-            if not direct or tree is None or key in self._keyed or tree.has_key(pfx):
+            tree = trees.get(tk)
+            pfx = parsed[2]
+            if not direct or tree is None or key in keyed or tree.has_key(pfx):
                 self._add(key, parsed, item, True)     # the general path (replaces, hooks)
                 continue
-            got = self._intern.get(item)
+            got = intern.get(item)
             if got is None:
-                self._intern[item] = [item, 1]
+                intern[item] = [item, 1]
             else:
                 got[1] += 1
                 item = got[0]
             tree[pfx] = item
-            self._pending.setdefault(tk, []).append(parsed[4] << 8 | parsed[3])
+            pk = pending.get(tk)
+            if pk is None:
+                pk = pending[tk] = []
+            pk.append(parsed[4] << 8 | parsed[3])
             self._n += 1
             self.version += 1
         return bad
 
-
-def _split_eid(blob: bytes):
-    """(EID text, the rest) of an encoded value whose first field is ``"eid"`` (as
-    :func:`~common.machines.regtable.entry_value` orders it); None otherwise.  The
-    rest keeps the map's header byte, so equal rests are equal values but the EID."""
-    if len(blob) < 6 or not 0x80 <= blob[0] <= 0x8F or blob[1:5] != b"\xa3eid":
-        return None
-    h = blob[5]
-    if 0xA0 <= h <= 0xBF:
-        n, at = h - 0xA0, 6
-    elif h == 0xD9 and len(blob) > 6:
-        n, at = blob[6], 7
-    else:
-        return None
-    if len(blob) < at + n:
-        return None
-    return blob[at:at + n].decode(), blob[:1] + blob[at + n:]
+    def _load_one(self, key: str, value) -> bool:
+        """One row the general way (:meth:`set`); False: not a registration."""
+        try:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                value = msgpack.unpackb(value)
+            self.set(key, value)
+            return True
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, msgpack.UnpackException):
+            return False
 
 
-def _rest_item(rest: bytes):
-    """(xTR-ID hex, item) of the registration ``rest`` encodes (its EID aside), or
-    None when it is not one."""
+_V4 = re.compile(r"\[(0|[1-9][0-9]{0,7})\](" + r"\.".join([r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"] * 4)
+                 + r"/(3[0-2]|[12]?[0-9]))\Z")
+
+
+def _parse_v4(text: str):
+    """As :func:`_parse_v6` for IPv4: a canonical text only (decimal without
+    leading zeros, no host bits), else None."""
+    m = _V4.match(text)
+    if m is None:
+        return None
+    iid, pfx, a, b, c, d, ln = m.groups()
+    iid, length = int(iid), int(ln)
+    net = int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
+    if iid > _MAX_IID or (length < 32 and net & ((1 << (32 - length)) - 1)):
+        return None
+    return iid, 4, pfx, length, net
+
+
+def _parse_v6(text: str):
+    """:func:`~common.machines.eidfast.parse_text` of a canonical IPv6 EID text
+    (``format_eid``'s ``[iid]address/length``, RFC 5952 address), several times
+    cheaper than ``ipaddress``; None for anything else (the caller falls back)."""
+    close = text.find("]")
+    slash = text.rfind("/")
+    if close < 2 or slash < close or text[0] != "[":
+        return None
+    addr = text[close + 1:slash]
     try:
-        v = msgpack.unpackb(rest[:1] + b"\xa3eid\xa0" + rest[1:])
+        iid = int(text[1:close])
+        length = int(text[slash + 1:])
+    except ValueError:
+        return None
+    if not (0 <= length <= 128 and 0 <= iid <= _MAX_IID) or f"[{iid}]{addr}/{length}" != text:
+        return None
+    head, dc, tail = addr.partition("::")
+    if dc:
+        # canonical: lower-case hextets without leading zeros, "::" standing for the
+        # leftmost longest run of at least two zero hextets, all of that run
+        hs = head.split(":") if head else []
+        ts = tail.split(":") if tail else []
+        z = 8 - len(hs) - len(ts)
+        if z < 2 or (head and (not _HEXTETS.match(head) or hs[-1] == "0")) \
+                or (tail and (not _HEXTETS.match(tail) or ts[0] == "0")) \
+                or (":" + head + ":").find(":0" * z + ":") >= 0 \
+                or (":" + tail + ":").find(":0" * (z + 1) + ":") >= 0:
+            return None
+        hexs = "".join([h.rjust(4, "0") for h in hs]) + "0000" * z + "".join([h.rjust(4, "0") for h in ts])
+    else:
+        hs = addr.split(":")
+        if len(hs) != 8 or not _HEXTETS.match(addr) or (":" + addr + ":").find(":0:0:") >= 0:
+            return None
+        hexs = "".join([h.rjust(4, "0") for h in hs])
+    net = int(hexs, 16)
+    if length < 128 and net & ((1 << (128 - length)) - 1):
+        return None
+    return iid, 6, text[close + 1:], length, net
+
+
+def _rest_item(blob: bytes):
+    """(map header byte, ``"|" + xTR-ID hex``, item) of an encoded value whose EID
+    text was emptied (the caller reads the EID), or None when it is not a
+    registration."""
+    try:
+        v = msgpack.unpackb(blob)
         v["eid"] = "[0]0.0.0.0/0"          # the EID is checked by the caller
         entry_from_value("", v)            # what the reference restore refuses, refused here
         xtr = str(v.get("xtr", ""))
@@ -207,6 +274,6 @@ def _rest_item(rest: bytes):
                      int(v.get("ttl", 0)), bool(v.get("proxy")), bool(v.get("merge")), xtr,
                      str(v.get("registrant", "")), [list(x) for x in v.get("rle") or ()], None)
         _fields(item)
-        return xtr, item
+        return blob[0], "|" + xtr, item
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, msgpack.UnpackException):
         return None

@@ -115,3 +115,47 @@ def test_a_token_holds_while_the_same_content_is_stored():
     assert not t.holds(tok) and t.token(a.key) is None
     t.put(replace(a, registrant="127.0.0.9"))  # same prefix and key, another registrant
     assert not t.holds(tok)
+
+
+def _v6_text(hextets, length, spelling, iid):
+    v = 0
+    for h in hextets:
+        v = v << 16 | h
+    a = IPv6Address(v)
+    text = {"canonical": str(a), "exploded": a.exploded, "upper": str(a).upper(),
+            "zero-kept": str(a).replace("::", ":0::", 1)}[spelling]
+    return f"[{iid}]{text}/{length}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([0, 0, 0, 1, 0xABC, 0xFFFF, 0x1234]), min_size=8, max_size=8),
+       st.integers(0, 128), st.sampled_from(["canonical", "canonical", "exploded", "upper", "zero-kept"]),
+       st.sampled_from([0, 1000, (1 << 24) - 1, 1 << 24, -1]))
+def test_the_ipv6_text_reader_agrees_with_eidfast(hextets, length, spelling, iid):
+    """_parse_v6 answers as eidfast does for the texts it takes, and takes every
+    canonical text without host bits (the others fall back to eidfast)."""
+    from common.machines.eidfast import _fast_text
+    from common.machines.shardtable import _parse_v6
+    text = _v6_text(hextets, length, spelling, iid)
+    got, want = _parse_v6(text), _fast_text(text)
+    assert got is None or got == want, text
+    if spelling == "canonical" and "." not in text:
+        assert got == want, text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, (1 << 32) - 1), st.integers(0, 32), st.sampled_from([0, 7, 99999999, (1 << 24) - 1, 1 << 24]),
+       st.sampled_from(["canonical", "canonical", "leading-zero", "masked", "wide"]))
+def test_the_ipv4_text_reader_agrees_with_eidfast(net, length, iid, spelling):
+    from common.machines.eidfast import _fast_text
+    from common.machines.shardtable import _parse_v4
+    if spelling == "masked":
+        net = net >> (32 - length) << (32 - length) if length else 0
+    addr = str(IPv4Address(net))
+    if spelling == "leading-zero":
+        addr = "0" + addr
+    text = f"[{iid}]{addr}/{'0' if spelling == 'wide' else ''}{length}"
+    got, want = _parse_v4(text), _fast_text(text)
+    assert got is None or got == want, text
+    if spelling in ("canonical", "masked"):
+        assert got == want, text
