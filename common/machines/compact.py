@@ -141,7 +141,7 @@ class CompactTable:
         for key, value in items:
             try:
                 text = value["eid"]
-                parsed = (_v4_text(text, heads) or parse(text)) if type(text) is str else None
+                parsed = (_v4_text(text, heads) or _v6_text(text) or parse(text)) if type(text) is str else None
                 if parsed is None or key in keyed:
                     raise LookupError
                 iid, fam, pfx, length, net = parsed
@@ -464,6 +464,48 @@ def _v4_text(text: str, heads: dict):
     if octet > 255 or length > 32 or (length < 32 and net & ((1 << (32 - length)) - 1)):
         return None
     return 0, 4, pfx, length, net
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _v6_text(text: str):
+    """:func:`~common.machines.eidfast.parse_text` of a canonical ``[0]<IPv6>/len``
+    (RFC 5952 text as ``str(IPv6Address)`` writes it, no dotted quad), without
+    ``ipaddress``; None for anything else (the caller then asks ``parse_text``)."""
+    if not text.startswith("[0]") or not text.isascii():
+        return None
+    pfx = text[3:]
+    addr, slash, ln = pfx.partition("/")
+    if not (ln.isdigit() and len(ln) <= 3 and (ln == "0" or ln[0] != "0")) or ":" not in addr:
+        return None
+    left, dc, right = addr.partition("::")
+    lg = left.split(":") if left else []
+    if dc:
+        rg = right.split(":") if right else []
+        run = 8 - len(lg) - len(rg)
+        if run < 2 or (lg and lg[-1] == "0") or (rg and rg[0] == "0"):
+            return None
+        groups = lg + ["0"] * run + rg
+    else:
+        groups, run = lg, 0
+    if len(groups) != 8:
+        return None
+    net, zeros = 0, 0
+    for i, g in enumerate(groups):
+        if not (0 < len(g) <= 4 and (g == "0" or g[0] != "0") and _HEX.issuperset(g)):
+            return None
+        net = net << 16 | int(g, 16)
+        if g == "0" and not (dc and len(lg) <= i < len(lg) + run):
+            zeros += 1            # another run of zero groups: must be shorter (or later, as long)
+            if zeros >= 2 and (zeros > run or (zeros == run and i < len(lg))):
+                return None
+        else:
+            zeros = 0
+    length = int(ln)
+    if length > 128 or (length < 128 and net & ((1 << (128 - length)) - 1)):
+        return None
+    return 0, 6, pfx, length, net
 
 
 def _eid(parsed) -> Eid:
