@@ -81,8 +81,11 @@ def query(cfg, topic: str, body: dict, *, expect: int = 1, timeout: float = 3.0,
     return list(got.values())
 
 
-def collect(cfg, prefix: str, *, want: set | None = None, timeout: float = 3.0) -> dict:
-    """Latest message per (role, instance) under ``prefix``, until ``want`` are all in."""
+def collect(cfg, prefix: str, *, want: set | None = None, timeout: float = 3.0,
+            by_host: bool = False) -> dict:
+    """Latest message per (role, instance) under ``prefix``, until ``want`` are all in;
+    ``by_host``: per (role, instance, host) (the body's ``host``, heartbeats carry
+    it), as each host of a node across hosts runs its own ``watchdog:0``."""
     bus = _Bus(cfg)
     bus.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
     got: dict = {}
@@ -93,7 +96,11 @@ def collect(cfg, prefix: str, *, want: set | None = None, timeout: float = 3.0) 
             if m is None:
                 break
             _t, h, b = m
-            got[(h.src.role, h.src.instance)] = b
+            if by_host:
+                host = b.get("host") if isinstance(b, dict) else None
+                got[(h.src.role, h.src.instance, host if isinstance(host, str) else "")] = b
+            else:
+                got[(h.src.role, h.src.instance)] = b
     finally:
         bus.close()
     return got

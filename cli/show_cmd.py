@@ -16,6 +16,7 @@ import json
 from bus import topics
 from cli.busquery import collect, query
 from cli.common import UserError
+from cli.remote import own_host
 from cli.ops_cmd import add_config_option, load_config
 
 WHAT = ("registrations", "sites", "map-cache", "seeds", "members")
@@ -159,15 +160,22 @@ def run_counters(args) -> int:
     want = {(r, n) for r, n in cfg.instances()}
     across = getattr(cfg, "bus", None) is not None and cfg.bus.listen is not None
     # a node across hosts: listen the whole time, the other hosts' instances too
-    got = collect(cfg, topics.HEARTBEAT + ".", want=None if across else want, timeout=3.0)
+    got = collect(cfg, topics.HEARTBEAT + ".", want=None if across else want, timeout=3.0,
+                  by_host=across)
     if not got:
         raise UserError(f"no heartbeat from node {cfg.node.name}; is it running?", 1)
     out = {}
-    for (role, n), body in sorted(got.items()):
-        c = body.get("counters", {})
+    own = own_host(cfg)
+    seen = [k[:2] for k in got]
+    for key, body in sorted(got.items()):
+        role, n = key[0], key[1]
+        c = body.get("counters", {}) if isinstance(body, dict) else {}
         if not args.all:
             c = {k: v for k, v in c.items() if k in MAIN or k.startswith("dropped")}
-        out[f"{role}:{n}"] = c
+        # instance numbers are unique in a node but for each host's own watchdog:0:
+        # another host's instance of a name heard twice is "role:N@host"
+        plain = len(key) == 2 or key[2] in ("", own) or seen.count(key[:2]) == 1
+        out[f"{role}:{n}" if plain else f"{role}:{n}@{key[2]}"] = c
     if args.json:
         print(json.dumps(out))
         return 0
@@ -175,7 +183,8 @@ def run_counters(args) -> int:
         print(inst)
         for k in sorted(c):
             print(f"  {k:<40} {c[k]}")
-    missing = sorted(f"{r}:{n}" for r, n in want - set(got))
+    mine = {k[:2] for k in got if len(k) == 2 or k[2] in ("", own)}
+    missing = sorted(f"{r}:{n}" for r, n in want - mine)
     if missing:
         print(f"(no heartbeat from {', '.join(missing)})")
     return 0

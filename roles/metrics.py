@@ -4,9 +4,11 @@ It listens to every heartbeat on the bus (``hb.<role>.<instance>``: pid, session
 uptime, counters) and serves, on ``[metrics] listen``, what the latest heartbeat of
 each configured instance says, converted at scrape time (:func:`families`):
 
-* every counter of every instance as ``lisp_decent_<name>_total{role, instance}``,
+* every counter of every instance as ``lisp_decent_<name>_total{role, instance, host}``
+  (``host``: the heartbeat's, so a node across hosts shows every host's instances,
+  each host's own ``watchdog:0`` apart),
   the name's dots and dashes as underscores; drops as
-  ``lisp_decent_dropped_total{role, instance, reason}``; Clone stream events as
+  ``lisp_decent_dropped_total{role, instance, host, reason}``; Clone stream events as
   ``lisp_decent_clone_*{stream}``; bus proxy traffic with ``proxy`` and ``direction``;
 * the levels roles keep among their counters (:data:`GAUGES`: registrations per
   Map-Server shard and per Map-Resolver replica, replica in-sync, map-cache
@@ -36,10 +38,10 @@ from prometheus_client.exposition import start_http_server
 from bus import topics
 from bus.envelope import Header
 from common.counters import DROP_PREFIX
-from roles.runtime import HEARTBEAT_TYPE, RoleContext, run_role
+from roles.runtime import HEARTBEAT_TYPE, RoleContext, host_name, run_role
 
 PREFIX = "lisp_decent_"
-LABELS = ("role", "instance")
+LABELS = ("role", "instance", "host")
 
 # Counters that hold a level (set, not counted).  Everything else only ever grows.
 GAUGES = frozenset({"registrations", "in_sync", "mapcache.entries", "mapcache.restored",
@@ -84,17 +86,21 @@ class Heartbeats:
     """The latest heartbeat per (role, instance); written by the bus loop, read by
     the HTTP thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_host: str = "") -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int], Seen] = {}
+        self._seen: dict[tuple[str, int, str], Seen] = {}
+        self.own_host = own_host
 
     def note(self, role: str, instance: int, session: str, body: dict, now: float) -> None:
+        """Keyed by host too: in a node across hosts each host runs its own
+        ``watchdog:0`` (the heartbeat's ``host``; none given: this host)."""
+        host = body.get("host") if isinstance(body.get("host"), str) else self.own_host
         with self._lock:
-            old = self._seen.get((role, instance))
+            old = self._seen.get((role, instance, host))
             restarts = 0 if old is None else old.restarts + (old.session != session)
-            self._seen[(role, instance)] = Seen(session, now, body, restarts)
+            self._seen[(role, instance, host)] = Seen(session, now, body, restarts)
 
-    def snapshot(self) -> dict[tuple[str, int], Seen]:
+    def snapshot(self) -> dict[tuple[str, int, str], Seen]:
         with self._lock:
             return dict(self._seen)
 
@@ -107,9 +113,10 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def families(expected: Iterable[tuple[str, int]], seen: dict[tuple[str, int], Seen],
-             now: float, node: str, default_interval: float = 1.0) -> list:
-    """The metric families for one scrape (pure but for prometheus_client's classes)."""
+def families(expected: Iterable[tuple[str, int]], seen: dict[tuple[str, int, str], Seen],
+             now: float, node: str, default_interval: float = 1.0, host: str = "") -> list:
+    """The metric families for one scrape (pure but for prometheus_client's classes).
+    ``expected``: this host's instances (``host``); ``seen`` may hold other hosts'."""
     fams: dict[str, Any] = {}
     shapes: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -125,10 +132,10 @@ def families(expected: Iterable[tuple[str, int]], seen: dict[tuple[str, int], Se
 
     info = family("node_info", "gauge", "This node (value 1).", ("node",))
     info.add_metric([node], 1)
-    keys = list(dict.fromkeys(list(expected) + sorted(seen)))
-    for role, n in keys:
-        base = [role, str(n)]
-        hb = seen.get((role, n))
+    keys = list(dict.fromkeys([(r, n, host) for r, n in expected] + sorted(seen)))
+    for role, n, h in keys:
+        base = [role, str(n), h]
+        hb = seen.get((role, n, h))
         up = family("up", "gauge", "1 if the instance heartbeats on the bus.", LABELS)
         if hb is None:
             up.add_metric(base, 0)
@@ -164,20 +171,22 @@ class _Collector:
     """prometheus_client custom collector over a :class:`Heartbeats` table."""
 
     def __init__(self, view: Heartbeats, expected: list[tuple[str, int]], node: str,
-                 interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float, clock: Callable[[], float] = time.monotonic,
+                 host: str = "") -> None:
         self.view, self.expected, self.node = view, expected, node
-        self.interval, self.clock = interval, clock
+        self.interval, self.clock, self.host = interval, clock, host
 
     def collect(self):
         return families(self.expected, self.view.snapshot(), self.clock(), self.node,
-                        self.interval)
+                        self.interval, self.host)
 
 
 async def main(ctx: RoleContext) -> None:
     listen = ctx.cfg.metrics.listen
     if listen is None:     # run_role refuses instance 0 then; kept for a direct call
         raise RuntimeError("metrics.listen is empty: this node serves no metrics")
-    view = Heartbeats()
+    own = host_name(ctx.cfg)
+    view = Heartbeats(own)
 
     def on_heartbeat(topic: str, header: Header, body: Any) -> None:
         key = topics.parse_heartbeat(topic)
@@ -188,7 +197,7 @@ async def main(ctx: RoleContext) -> None:
     ctx.bus.subscribe(topics.HEARTBEAT + ".", on_heartbeat)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(view, ctx.cfg.instances(), ctx.cfg.node.name,
-                                 ctx.timer("heartbeat_interval", 1.0)))
+                                 ctx.timer("heartbeat_interval", 1.0), host=own))
     host = str(listen.address)
     try:
         server, thread = start_http_server(listen.port, addr=host, registry=registry)

@@ -263,6 +263,10 @@ def test_status_on_the_bus_host_lists_every_host(net):
         assert rows[(f"n{k}", "watchdog:0")]["state"] == "RUNNING"
     text = nodes[0].decent("status").stdout
     assert "other hosts" in text and "n2" in text and "map_resolver:2" in text
+    # `decent counters` keeps each host's own watchdog:0 apart (it used to keep one)
+    c = poll(lambda: (lambda x: x if {"watchdog:0", "watchdog:0@n2", "watchdog:0@n3"} <= set(x)
+                      else None)(nodes[0].counters()), 10, 0.5, "every host's watchdog:0")
+    assert "map_resolver:1" in c and "map_resolver:1@n2" not in c     # unique names stay plain
 
 
 def test_restart_of_a_remote_instance_from_the_bus_host(net):

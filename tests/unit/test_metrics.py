@@ -26,7 +26,7 @@ def node(**extra) -> dict:
 def scrape(view: Heartbeats, expected, now: float) -> dict:
     """Exposition text parsed back: {(sample name, frozenset(labels)): value}."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(metrics._Collector(view, expected, "n1", 1.0, clock=lambda: now))
+    reg.register(metrics._Collector(view, expected, "n1", 1.0, clock=lambda: now, host="h1"))
     text = generate_latest(reg).decode()
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -36,6 +36,7 @@ def scrape(view: Heartbeats, expected, now: float) -> dict:
 
 
 def lab(**kw) -> frozenset:
+    kw.setdefault("host", "h1")
     return frozenset(kw.items())
 
 
@@ -56,7 +57,7 @@ def test_classify_names_families_and_labels():
 
 
 def test_scrape_shows_counters_gauges_and_liveness():
-    view = Heartbeats()
+    view = Heartbeats("h1")
     view.note("map_resolver", 0, "s1", {"uptime": 5.0, "interval": 1.0, "counters": {
         "received": 7, "answered": 6, "dropped.bad-packet": 1, "registrations": 3,
         "in_sync": 1}}, now=100.0)
@@ -78,11 +79,11 @@ def test_scrape_shows_counters_gauges_and_liveness():
     assert got[("lisp_decent_up", lab(role="itr", instance="0"))] == 0   # never heard
     assert got[("lisp_decent_process_uptime_seconds", mr)] == pytest.approx(5.5)
     assert got[("lisp_decent_heartbeat_age_seconds", ms)] == pytest.approx(10.5)
-    assert got[("lisp_decent_node_info", lab(node="n1"))] == 1
+    assert got[("lisp_decent_node_info", frozenset({("node", "n1")}))] == 1
 
 
 def test_restarts_count_new_sessions():
-    view = Heartbeats()
+    view = Heartbeats("h1")
     for t, session in enumerate(["a", "a", "b", "b", "c"]):
         view.note("etr", 0, session, {"uptime": 1.0, "counters": {}}, now=float(t))
     got = scrape(view, [("etr", 0)], now=4.0)
@@ -90,7 +91,7 @@ def test_restarts_count_new_sessions():
 
 
 def test_bad_heartbeat_values_are_skipped():
-    view = Heartbeats()
+    view = Heartbeats("h1")
     view.note("itr", 0, "s", {"uptime": "soon", "counters": {"received": "many", "sent": 2}},
               now=1.0)
     got = scrape(view, [("itr", 0)], now=1.0)
@@ -141,7 +142,7 @@ def test_grafana_dashboard_uses_only_metrics_we_export():
     dash = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
     used = {m for p in dash["panels"] for t in p["targets"]
             for m in re.findall(r"lisp_decent_\w+", t["expr"])}
-    view = Heartbeats()
+    view = Heartbeats("h1")
     view.note("map_resolver", 0, "s", {"uptime": 1.0, "counters": {
         "received": 1, "answered": 1, "forwarded": 1, "dropped.x": 1, "registrations": 1,
         "in_sync": 1}}, now=0.0)
@@ -151,3 +152,18 @@ def test_grafana_dashboard_uses_only_metrics_we_export():
     view.note("discovery", 0, "s", {"uptime": 1.0, "counters": {"indexes.resolved": 1}}, now=0.0)
     exported = {name for name, _ in scrape(view, [], now=0.0)}
     assert used and used <= exported, used - exported
+
+
+def test_a_node_across_hosts_shows_each_hosts_instances_apart():
+    """Each host runs its own watchdog:0; satellites' workers heartbeat through the
+    bus host: the scrape keeps them apart by the heartbeat's host."""
+    view = Heartbeats("h1")
+    view.note("watchdog", 0, "a", {"uptime": 1.0, "host": "h1", "counters": {"restarts": 1}}, now=0.0)
+    view.note("watchdog", 0, "b", {"uptime": 1.0, "host": "sat1", "counters": {"restarts": 5}}, now=0.0)
+    view.note("map_resolver", 2, "c", {"uptime": 1.0, "host": "sat1", "counters": {"answered": 9}},
+              now=0.0)
+    got = scrape(view, [("watchdog", 0)], now=0.5)
+    assert got[("lisp_decent_restarts_total", lab(role="watchdog", instance="0"))] == 1
+    assert got[("lisp_decent_restarts_total", lab(role="watchdog", instance="0", host="sat1"))] == 5
+    assert got[("lisp_decent_answered_total", lab(role="map_resolver", instance="2", host="sat1"))] == 9
+    assert got[("lisp_decent_up", lab(role="map_resolver", instance="2", host="sat1"))] == 1
