@@ -25,6 +25,7 @@ from bus.sendq import Datagram
 from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles import memtrim
+from roles import stream_resume
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
 from roles.hostfiles import UnsafePath
@@ -57,6 +58,10 @@ async def main(ctx: RoleContext) -> None:
     # state) meanwhile, and the reload yields to the loop between chunks so heartbeats
     # keep flowing (issue 11, docs/replica.md).
     writer = CloneWriter(ctx, topics.ms_stream(shard), packed=True)   # values held encoded
+    # continue the stream where the store says it was: workers at that position need no
+    # snapshot; every commit persists the position (roles/stream_resume.py)
+    if stream_resume.resume(writer, store):
+        ctx.log.info("shard %d: stream resumes session %s at seq %d", shard, *writer.resumes)
     writer.hold()
     writer.start()
     bad, loaded, raws = [], 0, {}
@@ -65,13 +70,16 @@ async def main(ctx: RoleContext) -> None:
     # out of later passes
     gc_on = gc.isenabled()
     gc.disable()
-    for rows in store.load_chunks(1000):
+    # values stay as stored (msgpack bytes): the shard's compact table takes them
+    # without decoding, the writer holds them as they were published
+    for rows in store.load_chunks(2000, decode=False):
         # the records of one Map-Register share its bytes again (one object, not one each)
         rows = [(k, v, raws.setdefault(raw, raw) if raw else raw) for k, v, raw in rows]
         skipped = ms.restore(rows, {}, time.monotonic())
         bad += skipped
         loaded += len(rows) - len(skipped)
-        writer.extend((e.key, e.value) for e in (ms.table.get(k) for k, _v, _r in rows) if e is not None)
+        skip = set(skipped)
+        writer.extend_encoded((k, v) for k, v, _r in rows if k not in skip)
         await asyncio.sleep(0)
     raws = rows = None
     memtrim.trim()     # the reload's temporary rows back to the system
@@ -80,6 +88,7 @@ async def main(ctx: RoleContext) -> None:
         gc.enable()
     ms.nonces.update(store.load_nonces())
     if bad:
+        stream_resume.unresumable(writer, store)   # the table is not the position's state
         ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
     ctx.log.info("shard %d: %d sites, %d registrations restored (grace %.0fs)", shard,
                  len(ms.sites), loaded, ms.grace)
