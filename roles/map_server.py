@@ -35,6 +35,7 @@ from roles.sites import policies
 QUERY_TOPIC = "ms.query"
 CHECKPOINT_EVERY = 1.0   # seconds between WAL checkpoints
 GROUP_MAX = 1024         # Map-Registers committed as one group at most
+GC_YOUNG = 100_000      # allocations between young-generation collections (default 700)
 
 
 async def main(ctx: RoleContext) -> None:
@@ -86,6 +87,10 @@ async def main(ctx: RoleContext) -> None:
     gc.freeze()
     if gc_on:
         gc.enable()
+    # Every registration leaves long-lived objects behind and nothing here makes much
+    # cyclic garbage: collecting the young generation every 700 allocations (the
+    # default) cost 15-20 % of a new registration's CPU (issue 10, bench/README.md 2c)
+    gc.set_threshold(GC_YOUNG, 50, 100)
     ms.nonces.update(store.load_nonces())
     if bad:
         stream_resume.unresumable(writer, store)   # the table is not the position's state
