@@ -270,7 +270,7 @@ class TcpBridge:
                     break
                 else:
                     c.drop("sendq-host-down", f"{len(part) // 2} datagram(s) to leave from {host}: "
-                                              f"no worker of that host connected")
+                                              f"no worker of that host connected, or all full")
             arouter.poke()
             c.set("tcp.sendq.peers", self.routes.count())
 
