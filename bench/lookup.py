@@ -14,7 +14,10 @@ unregistered ones (negative Map-Replies):
 
 The same with the fast path off (``[map_resolver] fast_path = false``: every request
 through the full decode, as before issue 11), on a second node measured first with
-one worker: the "before" figures of the same run.
+one worker: the "before" figures of the same run; and with the Python fast path alone
+(``fast_path_c = false``: no C receive loop), on a third node with one worker.  The
+main node runs the default: the C receive loop (roles/_fastloop.c) in front of the
+Python fast path.
 
 Baselines, same generator, same message sizes (request in, reply out): a bare uvloop
 UDP echo (bench/echo_uvloop.py, the practical Python limit) and a C echo
@@ -47,16 +50,17 @@ from benchlib import (BUILD, PY, RATE_UNLIMITED, REPO, Node, build_c, ecm_templa
 
 RLOC = "127.0.60.1"          # the node
 RLOC_FULL = "127.0.60.2"     # the same node with the fast path off (the full path: before)
+RLOC_PYFAST = "127.0.60.3"   # the same node with the Python fast path only (fast_path_c = false)
 CLIENT = "127.0.61.1"        # the load generator (ITR-RLOC of every request)
 ECHO_C = "127.0.62.1"        # C echo baseline
 ECHO_PY = "127.0.62.2"       # uvloop echo baseline
 SECRET = "bench-secret"
 
 
-def node_body(workers: int, fast: bool = True) -> str:
+def node_body(workers: int, fast: bool = True, c: bool = True) -> str:
     return (f"[roles]\nmap_resolver = {{ workers = {workers} }}\nmap_server = {{ shards = 1 }}\n"
             + RATE_UNLIMITED + "reply_rate_limit = 10000000\nreply_rate_burst = 10000000\n"
-            + ("" if fast else "fast_path = false\n")
+            + ("" if fast else "fast_path = false\n") + ("" if c else "fast_path_c = false\n")
             + site_block("bench", SECRET, ["10.0.0.0/8", "2001:db8::/32"]))
 
 
@@ -259,6 +263,32 @@ def plot(doc: dict) -> None:
     log("  wrote bench/results/lookup_throughput.png, lookup_latency.png")
 
 
+def one_worker_node(doc, args, kw, tpos, tneg, noff, uoff, rloc, name, label, body, counters_key) -> None:
+    """A node with one worker in another configuration (the full path: before; the
+    Python fast path without the C loop): saturation and latency at 1k and 10k/s."""
+    from tests.unit.msfixtures import register
+    log(f"node {rloc}: 1 worker, {label}; registering {args.prefixes} proxy-reply /24s")
+    with Node(name, rloc, body) as node:
+        node.up()
+        if not node.wait_in_sync(1, timeout=30):
+            raise RuntimeError("worker not in sync")
+        base = time.time_ns()
+        pfx = registered_prefixes(args.prefixes)
+        regs = [register(pfx[i:i + 100], nonce=base + i, key=SECRET.encode(), proxy=True)
+                for i in range(0, len(pfx), 100)]
+        acked = register_all((rloc, 4342), CLIENT, regs, timeout=60)
+        log(f"  {acked}/{len(regs)} Map-Registers acknowledged; in sync: "
+            f"{node.wait_in_sync(1, args.prefixes, timeout=60)}")
+        wpid = {"w0": node.pid("map_resolver:0")}
+        for kind, tf in (("registered", tpos), ("unregistered", tneg)):
+            t = Target(f"1 worker {label}, {kind}", rloc, tf, noff, uoff, wpid, **kw)
+            doc["saturation"][t.name] = saturation(t, args.windows_list)
+        t = Target(f"1 worker {label}, registered", rloc, tpos, noff, uoff, wpid, **kw)
+        doc["sweeps"][f"1 worker, {label}"] = sweep(t, 0, True, rates=[1000.0, 10000.0])
+        c = node.counters()
+        doc[counters_key] = {k: v for k, v in c.items() if k.startswith("map_resolver")}
+
+
 # ---------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -272,6 +302,8 @@ def main() -> int:
                     help="runs per measurement until one is quiet (others < 15%% of a core)")
     ap.add_argument("--no-full-path", action="store_true",
                     help="skip the node with the fast path off (the before figures)")
+    ap.add_argument("--no-python-fast", action="store_true",
+                    help="skip the node with the Python fast path only (fast_path_c = false)")
     ap.add_argument("--no-py-spy", action="store_true", help="skip the py-spy profile")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plots from lookup.json")
     args = ap.parse_args()
@@ -280,7 +312,7 @@ def main() -> int:
         from benchlib import RESULTS
         plot(json.loads((RESULTS / "lookup.json").read_text()))
         return 0
-    windows = [int(w) for w in args.windows.split(",")]
+    windows = args.windows_list = [int(w) for w in args.windows.split(",")]
     t_begin = time.monotonic()
     build_c("lispload")
     echo_bin = build_c("echo")
@@ -292,29 +324,13 @@ def main() -> int:
     kw = dict(seconds=args.seconds, sockets=args.sockets, attempts=args.attempts)
     from tests.unit.msfixtures import register
 
-    # ------------------------------------------- before: the fast path off
+    # ------------------- before: the fast path off; the Python fast path alone
     if not args.no_full_path:
-        log(f"node {RLOC_FULL}: 1 worker, fast path OFF (full path, before); registering "
-            f"{args.prefixes} proxy-reply /24s")
-        with Node("benchlookupfull", RLOC_FULL, node_body(1, fast=False)) as node:
-            node.up()
-            if not node.wait_in_sync(1, timeout=30):
-                raise RuntimeError("worker not in sync")
-            base = time.time_ns()
-            pfx = registered_prefixes(args.prefixes)
-            regs = [register(pfx[i:i + 100], nonce=base + i, key=SECRET.encode(), proxy=True)
-                    for i in range(0, len(pfx), 100)]
-            acked = register_all((RLOC_FULL, 4342), CLIENT, regs, timeout=60)
-            log(f"  {acked}/{len(regs)} Map-Registers acknowledged; in sync: "
-                f"{node.wait_in_sync(1, args.prefixes, timeout=60)}")
-            wpid = {"w0": node.pid("map_resolver:0")}
-            for kind, tf in (("registered", tpos), ("unregistered", tneg)):
-                t = Target(f"1 worker full path, {kind}", RLOC_FULL, tf, noff, uoff, wpid, **kw)
-                doc["saturation"][t.name] = saturation(t, windows)
-            t = Target("1 worker full path, registered", RLOC_FULL, tpos, noff, uoff, wpid, **kw)
-            doc["sweeps"]["1 worker, full path"] = sweep(t, 0, True, rates=[1000.0, 10000.0])
-            c = node.counters()
-            doc["node_counters_full_path"] = {k: v for k, v in c.items() if k.startswith("map_resolver")}
+        one_worker_node(doc, args, kw, tpos, tneg, noff, uoff, RLOC_FULL, "benchlookupfull", "full path",
+                        node_body(1, fast=False), "node_counters_full_path")
+    if not args.no_python_fast:
+        one_worker_node(doc, args, kw, tpos, tneg, noff, uoff, RLOC_PYFAST, "benchlookuppy",
+                        "python fast path", node_body(1, c=False), "node_counters_python_fast_path")
 
     # -------------------------------------------------------------- the node
     log(f"node {RLOC}: 2 workers, 1 map_server shard; registering {args.prefixes} proxy-reply /24s")
@@ -371,7 +387,9 @@ def main() -> int:
         doc["node_counters"] = {k: v for k, v in c.items() if k.startswith("map_resolver")}
         fastn = sum(v.get("fastpath.answered", 0) for v in doc["node_counters"].values())
         alln = sum(v.get("answered", 0) for v in doc["node_counters"].values())
-        log(f"  answered by the fast path: {fastn:,} of {alln:,} (workers' counters, incl. restarts' loss)")
+        cn = sum(v.get("fastpath.c", 0) for v in doc["node_counters"].values())
+        log(f"  answered by the fast path: {fastn:,} of {alln:,}, by the C loop {cn:,} "
+            f"(workers' counters, incl. restarts' loss)")
 
     # ----------------------------------------------------------- baselines
     rsize = sizes.get("registered") or 40
@@ -423,6 +441,14 @@ def main() -> int:
                                                            S["uvloop echo, 1 process"]),
         "1 worker full path (before) unregistered / uvloop echo": ratio(
             S.get("1 worker full path, unregistered"), S["uvloop echo, 1 process"]),
+        "1 worker Python fast path (no C loop) / uvloop echo": ratio(
+            S.get("1 worker python fast path, registered"), S["uvloop echo, 1 process"]),
+        "1 worker Python fast path (no C loop) unregistered / uvloop echo": ratio(
+            S.get("1 worker python fast path, unregistered"), S["uvloop echo, 1 process"]),
+        "C loop / Python fast path, 1 worker, registered": ratio(
+            w1, S.get("1 worker python fast path, registered")),
+        "C loop / Python fast path, 1 worker, unregistered": ratio(
+            S["1 worker, unregistered"], S.get("1 worker python fast path, unregistered")),
         "fast path / full path, 1 worker, registered": ratio(w1, S.get("1 worker full path, registered")),
         "fast path / full path, 1 worker, unregistered": ratio(S["1 worker, unregistered"],
                                                                S.get("1 worker full path, unregistered")),
