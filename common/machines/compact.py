@@ -138,40 +138,41 @@ class CompactTable:
         packb, fields, parse, heads = msgpack.Packer(use_bin_type=True).pack, _fields, _parse, {}
         made: dict = {}                       # the fields of a usual value -> its item
         v0 = self.version
+        tk, tree, pk = None, None, None       # the last tree (a snapshot's entries come by family)
         for key, value in items:
             try:
+                # a field missing or of another type, an unusual value: as set does it
                 text = value["eid"]
                 parsed = (_v4_text(text, heads) or _v6_text(text) or parse(text)) if type(text) is str else None
                 if parsed is None or key in keyed:
                     raise LookupError
                 iid, fam, pfx, length, net = parsed
-                tree = trees.get((iid, fam))
+                if tk != (iid, fam):
+                    tk = (iid, fam)
+                    tree, pk = trees.get(tk), pending.get(tk)
                 if tree is not None and tree.has_key(pfx):
                     raise LookupError         # a prefix several registrants hold: set
-                xtr = value.get("xtr", "")
-                rlocs, rle = value.get("rlocs", ()), value.get("rle")
+                xtr, rlocs, rle = value["xtr"], value["rlocs"], value.get("rle")
                 if type(xtr) is not str or type(rlocs) is not list or (rle is not None and type(rle) is not list):
                     raise LookupError
                 usual = key == f"[{iid}]{pfx}|{xtr}"
-                site, ttl, reg = value.get("site", ""), value.get("ttl", 0), value.get("registrant", "")
+                site, ttl, reg = value["site"], value["ttl"], value["registrant"]
+                proxy, merge = bool(value["proxy"]), bool(value["merge"])
                 sig = item = None
                 if usual and not rle and type(site) is str and type(ttl) is int and type(reg) is str:
                     # the registrations of one registrant share their fields: packed once (the
                     # locators by their bytes: 1, 1.0 and True are equal keys, not equal bytes)
-                    sig = (site, ttl, bool(value.get("proxy")), bool(value.get("merge")), xtr, reg,
-                           packb(rlocs))
+                    sig = (site, ttl, proxy, merge, xtr, reg, packb(rlocs))
                     item = made.get(sig)
                 if item is None:
-                    item = packb([str(site), rlocs, int(ttl), bool(value.get("proxy")), bool(value.get("merge")),
-                                  xtr, str(reg), rle or None, None if usual else key])
+                    item = packb([str(site), rlocs, int(ttl), proxy, merge, xtr, str(reg), rle or None,
+                                  None if usual else key])
                     fields(item)              # malformed: refused before any change
                     if sig is not None and len(made) < 4096:
                         made[sig] = item
-            except LookupError:
-                refused += not self._try_set(key, value)
-                continue
-            except (TypeError, ValueError, AttributeError):
-                refused += 1
+            except (LookupError, TypeError, ValueError, AttributeError):
+                refused += not self._try_set(key, value)     # nothing changed yet: set decides
+                tk = None             # (set may have made a tree or merged the pending keys)
                 continue
             got = intern.get(item)
             if got is None:
@@ -182,12 +183,15 @@ class CompactTable:
             if not usual:
                 keyed[key] = f"[{iid}]{pfx}"
             if tree is None:
-                tree = trees[(iid, fam)] = pytricia.PyTricia(_BITS[fam])
-                self._index[(iid, fam)] = array("Q") if fam == 4 else []
+                tree = trees.get(tk)
+                if tree is None:
+                    tree = trees[tk] = pytricia.PyTricia(_BITS[fam])
+                    self._index[tk] = array("Q") if fam == 4 else []
             tree[pfx] = item
-            pk = pending.get((iid, fam))
             if pk is None:
-                pk = pending[(iid, fam)] = []
+                pk = pending.get(tk)
+                if pk is None:
+                    pk = pending[tk] = []
             pk.append(net << 8 | length)
             self._n += 1
         self.version = max(self.version, v0) + 1

@@ -89,6 +89,20 @@ def test_values_one_field_apart_get_their_own_items():
     assert contents(a) == contents(b) and len(b._intern) == 4
 
 
+def test_fill_into_a_table_that_holds_keys_already():
+    a, b = CompactTable(), CompactTable()
+    e1, e2, e3 = (prefix(4, 0x0A000000 | i << 16, 16) for i in (1, 2, 3))
+    for t in (a, b):
+        t.set("odd", value(e1, b"", 1))
+        t.set(entry_key(e2, b""), value(e2, b"", 1))
+    again = [("odd", value(e3, b"", 2)), (entry_key(e2, b""), value(e2, b"", 3)),
+             (entry_key(e1, b"\x01" * 16), value(e1, b"\x01" * 16, 4))]
+    for k, v in again:
+        a.set(k, v)
+    assert b.fill(again) == 0
+    assert contents(a) == contents(b)
+
+
 def test_a_filled_table_keeps_working_as_a_table():
     t = CompactTable()
     e = prefix(4, 0x0A010000, 16)
