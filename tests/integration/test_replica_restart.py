@@ -6,7 +6,11 @@ both workers) across the restart are all answered, with the registered prefix;
 a registration withdrawn before the restart is never answered, before or after the
 workers swap in the reloaded shard's snapshot (docs/replica.md).  Fails without
 keep_serving (workers drop to not-in-sync at the writer's new session) or with a
-shard that serves its snapshot before its store is loaded."""
+shard that serves its snapshot before its store is loaded.  The first test makes the
+store unresumable before the restart (as one restored from a backup would be), so the
+workers fetch the new shard's snapshot; the second restarts with the store as the
+shard left it: the shard resumes its stream and no worker fetches a snapshot
+(roles/stream_resume.py)."""
 
 from __future__ import annotations
 
@@ -120,6 +124,9 @@ def test_restart_of_the_map_server_leaves_no_request_unanswered_and_nothing_wron
     try:
         time.sleep(1.0)
         old = node.pid("map_server:0")
+        st = RegistrationStore(str(node.state / "map_server_0.sqlite"))
+        st.forget_stream_position()       # nothing commits meanwhile: no registration changes
+        st.close()
         t0 = time.monotonic()
         assert node.decent("restart", "map_server:0", timeout=120).returncode == 0
         assert node.pid("map_server:0") not in (None, old)
@@ -142,3 +149,46 @@ def test_restart_of_the_map_server_leaves_no_request_unanswered_and_nothing_wron
     assert {a[1] for a in gone} == {0}, gone            # the withdrawn one: never positive
     assert counter(node, "dropped.not-in-sync") == not_in_sync
     assert node.wait_in_sync(2, BULK + 1, timeout=10)
+
+
+def test_a_restarted_map_server_resumes_its_stream_and_no_worker_fetches_a_snapshot(node):
+    nonce = time.time_ns()
+    fresh, later = "[0]10.2.3.0/24", "[0]10.2.4.0/24"
+    send_register([KEEP, fresh], nonce)
+    poll(lambda: answer("10.2.3.9") == (24, 1), 10, 0.2, "registration answered")
+    before = {n: counter(node, f"clone.ms.0.{n}") for n in ("swapped", "resumed", "synced")}
+    not_in_sync = counter(node, "dropped.not-in-sync")
+    seen: list[tuple[float, str, object]] = []
+    stop = threading.Event()
+
+    def load() -> None:          # ~50 requests/s on a registration that stays
+        t_end = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < t_end:
+            seen.append((time.monotonic(), "10.2.1.9", answer("10.2.1.9", timeout=1.0)))
+            time.sleep(0.02)
+
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        time.sleep(1.0)
+        old = node.pid("map_server:0")
+        assert node.decent("restart", "map_server:0", timeout=120).returncode == 0
+        assert node.pid("map_server:0") not in (None, old)
+        poll(lambda: all(a > b for a, b in zip(counter(node, "clone.ms.0.resumed"), before["resumed"])), 30,
+             0.3, "both workers continued the resumed stream")
+        # changes the new shard makes reach the workers as deltas: a withdrawal and a new one
+        send_register([fresh], nonce + 1, ttl=0)
+        send_register([later], nonce + 2)
+        poll(lambda: answer("10.2.4.9") == (24, 1), 10, 0.2, "registration made after the restart answered")
+        poll(lambda: (answer("10.2.3.9") or (0, 1))[1] == 0, 10, 0.2, "withdrawal after the restart seen")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        th.join(10)
+    assert "stream resumes session" in node.log_tail("map_server:0", 50)
+    assert counter(node, "clone.ms.0.swapped") == before["swapped"], "a worker fetched a snapshot"
+    assert counter(node, "clone.ms.0.synced") == before["synced"]          # never out of sync
+    assert counter(node, "dropped.not-in-sync") == not_in_sync
+    assert len(seen) > 50 and all(a == (24, 1) for _t, _e, a in seen), \
+        [s for s in seen if s[2] != (24, 1)][:3]
+    assert node.wait_in_sync(2, BULK + 2, timeout=10)     # KEEP and later
