@@ -103,6 +103,7 @@ class CloneWriter:
         self._loaded = asyncio.Event()     # snapshots are served once set (see hold)
         self._loaded.set()
         self.session = ctx.session         # the stream's session (new_session changes it)
+        self._pack = msgpack.Packer(use_bin_type=True).pack   # as _pack, without a Packer per call
         self.resumes: tuple | None = None  # (session, seq) this session continues (resume)
 
     @property
@@ -166,7 +167,7 @@ class CloneWriter:
             key = ch[1]
             cur = seen[key] if key in seen else self._data.get(key, missing)
             if ch[0] == "set":
-                stored = _pack([key, ch[2]]) if self.packed else ch[2]
+                stored = self._pack([key, ch[2]]) if self.packed else ch[2]
                 if cur is missing or cur != stored:
                     seq += 1
                 seen[key] = stored
@@ -183,7 +184,7 @@ class CloneWriter:
 
     def set(self, key: Hashable, value: Any) -> int:
         """Set ``key``; publishes a delta unless the value is unchanged.  Returns seq."""
-        stored = _pack([key, value]) if self.packed else value
+        stored = self._pack([key, value]) if self.packed else value
         if key in self._data and self._data[key] == stored:
             return self.seq
         self._data[key] = stored
