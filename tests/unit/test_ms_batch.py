@@ -200,3 +200,30 @@ def test_kernel_filter_drops_only_the_shunned_source():
     finally:
         for s in (r, a, b):
             s.close()
+
+
+def test_fast_refresh_after_a_reload_checks_content_not_objects():
+    """The compact shard (issue 11): a reloaded shard arms the fast path on the first
+    refresh; the plan holds while the same registration is stored - also when it was
+    put back as another object - and not once it changed."""
+    from dataclasses import replace
+
+    import msgpack
+    xtr = bytes(range(16))
+    ms = server(lifetime=180)
+    assert ms.handle_register(register(["[0]10.1.0.0/16"], nonce=1, xtr=xtr), SRC, 0).accepted
+    rows = [(k, msgpack.packb(v), ms.raw[k]) for k, v in ms.snapshot()]
+    ms2 = server(lifetime=180)
+    assert ms2.restore(rows, dict(ms.nonces), now=10) == []
+    first = ms2.handle_batch([(register(["[0]10.1.0.0/16"], nonce=2, xtr=xtr), SRC, "all", None)], 11,
+                             commit=lambda c, n: None)[0]
+    assert first.accepted and first.changes == [] and first.plan is not None
+    [key] = first.expiry
+    a = ms2.compute_register(register(["[0]10.1.0.0/16"], nonce=3, xtr=xtr), SRC, 12, coverage="all")
+    assert a.accepted and a.plan is None and a.expiry == {key: 12 + 180.0}     # the fast path
+    ms2.table.put(replace(ms2.table.get(key)))                                # equal, another object
+    b = ms2.compute_register(register(["[0]10.1.0.0/16"], nonce=3, xtr=xtr), SRC, 12, coverage="all")
+    assert b.accepted and b.plan is None
+    ms2.table.put(replace(ms2.table.get(key), ttl=7))                         # changed
+    c = ms2.compute_register(register(["[0]10.1.0.0/16"], nonce=3, xtr=xtr), SRC, 12, coverage="all")
+    assert c.accepted and c.plan is not None and [ch[0] for ch in c.changes] == ["set"]   # the full path
