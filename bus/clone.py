@@ -105,6 +105,7 @@ class CloneWriter:
         self.session = ctx.session         # the stream's session (new_session changes it)
         self._pack = msgpack.Packer(use_bin_type=True).pack   # as _pack, without a Packer per call
         self.resumes: tuple | None = None  # (session, seq) this session continues (resume)
+        self._streams: list = []           # (ident, req) of snapshots streamed while held
 
     @property
     def data(self) -> dict[Hashable, Any]:
@@ -129,7 +130,7 @@ class CloneWriter:
     def extend(self, items: Iterable[tuple[Hashable, Any]]) -> None:
         """Add loaded items without publishing them (while held, at ``seq`` 0)."""
         if self.packed:
-            self._data.update((k, _pack([k, v])) for k, v in items)
+            self._extended([(k, _pack([k, v])) for k, v in items])
         else:
             self._data.update(items)
 
@@ -137,10 +138,24 @@ class CloneWriter:
         """As :meth:`extend` for a packed writer, each value given as its msgpack
         bytes (e.g. as a store keeps it): held as ``[k, v]`` without decoding it."""
         assert self.packed
-        self._data.update((k, b"\x92" + _pack(k) + v) for k, v in items)
+        self._extended([(k, b"\x92" + _pack(k) + v) for k, v in items])
+
+    def _extended(self, entries: list) -> None:
+        self._data.update(entries)
+        if self._streams:       # snapshots served while the store loads get them at once
+            chunk = [e for _k, e in entries]
+            for ident, req in list(self._streams):
+                self._stream_items(ident, req, chunk)
 
     def release(self) -> None:
+        """The store is loaded: serve snapshots; those streamed while it loaded end here
+        (the table as of ``seq`` now, which nothing changed while held)."""
         self._loaded.set()
+        streams, self._streams = self._streams, []
+        for ident, req in streams:
+            self._end(ident, req, self.seq, self.session, len(self._data))
+        if streams:
+            self.publish_heartbeat()   # lets the readers confirm at once
 
     def resume(self, session: str, seq: int) -> None:
         """Continue a persisted position (before :meth:`start`): the table this writer
@@ -184,6 +199,8 @@ class CloneWriter:
 
     def set(self, key: Hashable, value: Any) -> int:
         """Set ``key``; publishes a delta unless the value is unchanged.  Returns seq."""
+        if self._streams:
+            self._abandon_streams()
         stored = self._pack([key, value]) if self.packed else value
         if key in self._data and self._data[key] == stored:
             return self.seq
@@ -195,6 +212,8 @@ class CloneWriter:
 
     def delete(self, key: Hashable) -> int | None:
         """Delete ``key``; returns the delta's seq, or None if it was absent."""
+        if self._streams:
+            self._abandon_streams()
         if key not in self._data:
             return None
         del self._data[key]
@@ -236,8 +255,46 @@ class CloneWriter:
             except Exception as exc:
                 self.ctx.counters.drop("bad-snapshot-request", f"{self.stream}: {exc!r}")
                 continue
+            if not self._loaded.is_set() and self.packed:
+                self._stream_start(frames[0], req)   # streamed as the store loads (hold)
+                continue
             await self._loaded.wait()
             await self._send_snapshot(frames[0], req)
+
+    # -- snapshots streamed while held: what is loaded so far, then each loaded chunk as
+    # it comes, the end at release (a packed writer; nothing is set or deleted meanwhile)
+    def _stream_start(self, ident: bytes, req: Any) -> None:
+        self._streams.append((ident, req))
+        self._stream_items(ident, req, list(self._data.values()))
+
+    def _stream_items(self, ident: bytes, req: Any, entries: list) -> None:
+        assert self._router is not None
+        try:
+            for i in range(0, len(entries), self.chunk):
+                self._router.sock.send_multipart([ident, b"items", _packed_chunk(req, entries[i:i + self.chunk])],
+                                                 zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the reader went away
+            self.ctx.counters.drop("snapshot-abandoned", f"{self.stream}: {exc}")
+            if (ident, req) in self._streams:
+                self._streams.remove((ident, req))
+
+    def _abandon_streams(self) -> None:
+        """A change while snapshots stream (not the shard's way): they get no end; the
+        readers ask again after their snapshot timeout and get a whole one."""
+        self.ctx.counters.drop("snapshot-abandoned", f"{self.stream}: {len(self._streams)} streamed snapshot(s), "
+                               f"the table changed while held")
+        self._streams = []
+
+    def _end(self, ident: bytes, req: Any, seq: int, session: str, count: int) -> bool:
+        assert self._router is not None
+        try:
+            self._router.sock.send_multipart(
+                [ident, b"end", _pack({"req": req, "seq": seq, "session": session, "count": count})], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.ctx.counters.drop("snapshot-abandoned", f"{self.stream}: {exc}")
+            return False
+        self.ctx.counters.inc(f"clone.{self.stream}.snapshots")
+        return True
 
     async def _send_snapshot(self, ident: bytes, req: Any) -> None:
         assert self._router is not None
