@@ -136,10 +136,15 @@ class ShardTable(CompactTable):
         (multicast, a key of its own, another layout) takes :meth:`set`."""
         bad = []
         cache: dict = {}
+        heads: dict = {}      # IPv4 text up to its last dot -> (iid, network of 3 octets, "]" index)
+        tails: dict = {}      # "octet/length" -> (octet, length)
+        prev_rest, prev = b"", None
+        last_iid, last_fam, tree, pk, last_ref, last_item, added = -1, 0, None, None, None, None, 0
         trees, intern, pending, keyed = self._trees, self._intern, self._pending, self._keyed
         direct = self.on_change is None
         for key, value in rows:
-            if type(value) is not bytes or len(value) < 7 or value[1:5] != b"\xa3eid":
+            if type(value) is not bytes or len(value) < 7 or not value.startswith(b"\xa3eid", 1):
+                last_iid, last_ref = -1, None
                 if not self._load_one(key, value):
                     bad.append(key)
                 continue
@@ -150,13 +155,21 @@ class ShardTable(CompactTable):
                 at, end = 7, 7 + value[6]
             else:
                 at = end = 0
-            got = cache.get(value[end:]) if end else None
-            if got is None and end:
-                got = _rest_item(value[:1] + b"\xa3eid\xa0" + value[end:])
-                if len(cache) >= _FILL_CACHE:
-                    cache.clear()
-                cache[value[end:]] = got
+            # the registrations of one registrant come together: the previous row's
+            # rest is compared in place before the cache is asked
+            if end and len(value) - end == len(prev_rest) and value.endswith(prev_rest):
+                got = prev
+            else:
+                got = cache.get(value[end:]) if end else None
+                if got is None and end:
+                    got = _rest_item(value[:1] + b"\xa3eid\xa0" + value[end:])
+                    if len(cache) >= _FILL_CACHE:
+                        cache.clear()
+                    cache[value[end:]] = got
+                if got:
+                    prev_rest, prev = value[end:], got
             if not got or got[0] != value[0]:
+                last_iid, last_ref = -1, None
                 if not self._load_one(key, value):
                     bad.append(key)
                 continue
@@ -166,30 +179,34 @@ class ShardTable(CompactTable):
                 bad.append(key)
                 continue
             _head, suffix, item = got
-            parsed = _parse_v4(text) if ":" not in text else _parse_v6(text)
+            parsed = _parse_v4_cached(text, heads, tails) if ":" not in text else _parse_v6(text)
             if parsed is None or key != text + suffix:
+                last_iid, last_ref = -1, None
                 if not self._load_one(key, value):
                     bad.append(key)
                 continue
-            tk = (parsed[0], parsed[1])
-            tree = trees.get(tk)
+            if parsed[0] != last_iid or parsed[1] != last_fam:
+                tk = (parsed[0], parsed[1])
+                tree = trees.get(tk)
+                pk = pending.get(tk)
+                if pk is None and tree is not None:
+                    pk = pending[tk] = []
+                last_iid, last_fam = (-1, 0) if tree is None else tk
             pfx = parsed[2]
             if not direct or tree is None or key in keyed or tree.has_key(pfx):
                 self._add(key, parsed, item, True)     # the general path (replaces, hooks)
+                last_iid, last_ref = -1, None          # it may have changed trees, index, interning
                 continue
-            got = intern.get(item)
-            if got is None:
-                intern[item] = [item, 1]
-            else:
-                got[1] += 1
-                item = got[0]
-            tree[pfx] = item
-            pk = pending.get(tk)
-            if pk is None:
-                pk = pending[tk] = []
+            if item is not last_item or last_ref is None:
+                last_ref, last_item = intern.get(item), item
+                if last_ref is None:
+                    last_ref = intern[item] = [item, 0]
+            last_ref[1] += 1
+            tree[pfx] = last_ref[0]
             pk.append(parsed[4] << 8 | parsed[3])
-            self._n += 1
-            self.version += 1
+            added += 1
+        self._n += added
+        self.version += added
         return bad
 
     def _load_one(self, key: str, value) -> bool:
@@ -205,6 +222,49 @@ class ShardTable(CompactTable):
 
 _V4 = re.compile(r"\[(0|[1-9][0-9]{0,7})\](" + r"\.".join([r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"] * 4)
                  + r"/(3[0-2]|[12]?[0-9]))\Z")
+
+
+_V4_HEAD = re.compile(r"\[(0|[1-9][0-9]{0,7})\]" + r"\.".join([r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"] * 3)
+                      + r"\.\Z")
+_V4_TAIL = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])\Z")
+_CACHE_MAX = 1 << 16
+
+
+def _parse_v4_cached(text: str, heads: dict, tails: dict):
+    """:func:`_parse_v4`, the text read in two parts, each remembered: what comes
+    before the last octet (prefixes that share three octets share it) and the last
+    octet with the length (at most 8,448 of them).  Same answers (a test says so)."""
+    dot = text.rfind(".") + 1
+    head = text[:dot]
+    hd = heads.get(head)
+    if hd is None:
+        m = _V4_HEAD.match(head)
+        if m is None:
+            hd = False
+        else:
+            iid, a, b, c = m.groups()
+            hd = (int(iid), int(a) << 24 | int(b) << 16 | int(c) << 8, head.index("]") + 1)
+            if hd[0] > _MAX_IID:
+                hd = False
+        if len(heads) >= _CACHE_MAX:
+            heads.clear()
+        heads[head] = hd
+    if not hd:
+        return None
+    tail = text[dot:]
+    tl = tails.get(tail)
+    if tl is None:
+        m = _V4_TAIL.match(tail)
+        tl = (int(m.group(1)), int(m.group(2))) if m is not None else False
+        if len(tails) >= _CACHE_MAX:
+            tails.clear()
+        tails[tail] = tl
+    if not tl:
+        return None
+    net, length = hd[1] | tl[0], tl[1]
+    if length < 32 and net & ((1 << (32 - length)) - 1):
+        return None
+    return hd[0], 4, text[hd[2]:], length, net
 
 
 def _parse_v4(text: str):

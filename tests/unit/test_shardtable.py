@@ -55,7 +55,16 @@ def test_load_of_encoded_values_equals_the_reference_restore(seed, n):
     for k, v in rows_of(ents):
         ref.put(entry_from_value(k, v))
     enc, dec = ShardTable(), ShardTable()
-    assert enc.load([(k, msgpack.packb(v)) for k, v in rows_of(ents)]) == []
+    # malformed rows among them (each takes the general path, which may touch the
+    # trees, the index and the interning the bulk path keeps at hand)
+    rows = [(k, msgpack.packb(v)) for k, v in rows_of(ents)]
+    rnd = random.Random(seed)
+    bad = []
+    for i in range(n // 20):
+        k = f"bad{i}"
+        bad.append(k)
+        rows.insert(rnd.randrange(len(rows) + 1), (k, msgpack.packb(dict(ents[0].value, eid="[0]10.0.0.0/99"))))
+    assert sorted(enc.load(rows)) == sorted(bad)
     assert dec.load(rows_of(ents)) == []
     want = sorted((e.key, e) for e in ref.entries())
     for t in (enc, dec):
@@ -159,3 +168,22 @@ def test_the_ipv4_text_reader_agrees_with_eidfast(net, length, iid, spelling):
     assert got is None or got == want, text
     if spelling in ("canonical", "masked"):
         assert got == want, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, (1 << 32) - 1), st.integers(0, 32), st.sampled_from([0, 7, 1 << 24]),
+                          st.sampled_from(["canonical", "masked", "masked", "leading-zero", "wide"])),
+                min_size=1, max_size=30))
+def test_the_cached_ipv4_reader_answers_as_the_plain_one(texts):
+    """Texts read one after another with the head and tail caches shared, as a
+    reload reads them: the same answer as _parse_v4 each time."""
+    from common.machines.shardtable import _parse_v4, _parse_v4_cached
+    heads, tails = {}, {}
+    for net, length, iid, spelling in texts + texts:
+        if spelling == "masked":
+            net = net >> (32 - length) << (32 - length) if length else 0
+        addr = str(IPv4Address(net))
+        if spelling == "leading-zero":
+            addr = "0" + addr
+        text = f"[{iid}]{addr}/{'0' if spelling == 'wide' else ''}{length}"
+        assert _parse_v4_cached(text, heads, tails) == _parse_v4(text), text
