@@ -3,7 +3,7 @@
 #
 #   bench/run.sh                  # full sizes (about 15-25 minutes on 2 cores)
 #   bench/run.sh --quick          # shorter runs, scale at 100k + 20k registrations
-#   bench/run.sh lookup register  # only some of: lookup register scale pull push bus dataplane abuse remote
+#   bench/run.sh lookup register  # only some of: lookup register scale pull push bus dataplane abuse remote restart
 #
 # On an already set-up checkout (scripts/setup.sh is run first anyway: it only
 # checks when everything is there).  Bench-only dependencies (matplotlib for the
@@ -17,7 +17,7 @@ WHICH=()
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    lookup|register|scale|pull|push|bus|dataplane|abuse|remote) WHICH+=("$a") ;;
+    lookup|register|scale|pull|push|bus|dataplane|abuse|remote|restart) WHICH+=("$a") ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $a" >&2; exit 2 ;;
   esac
@@ -59,6 +59,9 @@ for b in "${WHICH[@]}"; do
     dataplane)   # root: network namespaces and TUN (not in the default run)
       if [ $QUICK = 1 ]; then timeout 600 $PY bench/dataplane.py --seconds 2 --rounds 1
       else timeout 900 $PY bench/dataplane.py; fi ;;
+    restart)     # map_server restarts resumed vs with snapshots, cold start (not in the default run)
+      if [ $QUICK = 1 ]; then timeout 900 $PY bench/restart.py --v4 100000 --v6 20000 --load-s 20
+      else timeout 2400 $PY bench/restart.py; fi ;;
     remote)      # a node across hosts on loopback, CURVE bus (not in the default run)
       if [ $QUICK = 1 ]; then timeout 600 $PY bench/remote.py --seconds 2 --changes 30
       else timeout 900 $PY bench/remote.py; fi ;;
