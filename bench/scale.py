@@ -16,6 +16,13 @@ Part 1, in child processes (so each RSS is its own, read from /proc):
 - ``order``: ``RegistrationTable.set`` cost in registration order vs random order at
   smaller sizes (its sorted list of networks is kept with ``bisect.insort``).
 
+Part 1b (child ``shard``): the map_server shard's reload of its SQLite store in
+process, before (tests/unit/msreference.py: a ``RegistrationTable`` of ``Entry``
+objects, values decoded) and after (the compact ``ShardTable``, values as stored)
+the issue 11 change, same run, from one store: resident memory with the Clone
+writer's held items, seconds and us per row (``--shard-only``: only this and the
+node part, the other in-process figures kept from the last scale.json).
+
 Part 2, a real node (1 map_server shard, 2 map_resolver workers): the shard's SQLite
 file is filled with the registrations before ``decent up`` (as roles/ms_store.py
 writes them: key, msgpack value, the raw Map-Register), then: time until a
@@ -243,6 +250,56 @@ def child_order(sizes, kind: str = "table") -> dict:
     return out
 
 
+def child_shard(path: str, kind: str) -> dict:
+    """The map_server shard's reload in process, as roles/map_server.py does it, from
+    the SQLite store at ``path``: ``before``: values decoded, a ``RegistrationTable`` of
+    ``Entry`` objects, a heap entry per key and the Clone writer's items packed from
+    each entry's value (tests/unit/msreference.py, the data model before); ``after``:
+    values left encoded, the compact ``ShardTable``, the writer's items from the
+    stored bytes (common/machines/mapserver.py now).  Resident memory after the
+    reload (the writer's held items included), us per row, and the grace expiry
+    armed (next_timer)."""
+    import gc
+
+    import msgpack
+
+    from common.machines.mapserver import MapServer
+    from roles import memtrim
+    from roles.ms_store import RegistrationStore
+    from tests.unit.msfixtures import site
+    from tests.unit.msreference import ReferenceMapServer
+    pack = lambda o: msgpack.packb(o, use_bin_type=True)  # noqa: E731 - bus.clone._pack
+    big = site("big", b"big-secret", prefixes=(("[0]10.0.0.0/8", True), ("[0]2001:db8::/32", True)))
+    r0 = rss_now()
+    ms = (ReferenceMapServer if kind == "before" else MapServer)([big], lifetime=7200, grace=7200)
+    store = RegistrationStore(path)
+    held: dict = {}       # CloneWriter(packed=True)._data
+    raws: dict = {}
+    gc.disable()
+    t0 = time.perf_counter()
+    n = 0
+    for rows in store.load_chunks(2000, decode=(kind == "before")):
+        rows = [(k, v, raws.setdefault(raw, raw) if raw else raw) for k, v, raw in rows]
+        skipped = ms.restore(rows, {}, time.monotonic())
+        n += len(rows) - len(skipped)
+        if kind == "before":
+            held.update((e.key, pack([e.key, e.value])) for e in (ms.table.get(k) for k, _v, _r in rows)
+                        if e is not None)
+        else:
+            skip = set(skipped)
+            held.update((k, b"\x92" + pack(k) + v) for k, v, _r in rows if k not in skip)
+    raws = rows = None
+    dt = time.perf_counter() - t0
+    memtrim.trim()
+    gc.freeze()
+    gc.enable()
+    r1 = rss_now()
+    store.close()
+    return {"kind": kind, "entries": len(ms.table), "rows_loaded": n, "reload_s": round(dt, 2),
+            "us_per_row": round(dt / max(1, n) * 1e6, 2), "rss_kib": r1, "rss_delta_kib": r1 - r0,
+            "bytes_per_entry": round((r1 - r0) * 1024 / max(1, n)), "next_timer_armed": ms.next_timer() is not None}
+
+
 def run_child(kind: str, *args) -> dict:
     r = subprocess.run([PY, __file__, "--child", kind] + [str(a) for a in args], capture_output=True,
                        text=True, cwd=REPO, timeout=1800)
@@ -292,6 +349,7 @@ def log_times(node: Node, instance: str, since: float) -> dict:
         for key, pat in (("started", " starting (pid"), ("restored", "registrations restored"),
                          ("in_sync", "in sync at seq"), ("serving", "INFO serving UDP"),
                          ("swapped", "replica swapped in"), ("goodbye", "the writer stops at seq"),
+                         ("resumed", "the writer resumed at seq"),
                          ("stopped", " stopped (")):
             if pat in line:
                 out.setdefault(key, []).append(rel)
@@ -418,7 +476,9 @@ def node_part(n4: int, n6: int, args) -> dict:
 
             def synced_counts() -> list[int]:
                 c = node.counters()
-                return [c.get(f"map_resolver:{w}", {}).get("clone.ms.0.synced", 0) for w in range(2)]
+                # a worker re-synced by a snapshot, or continued the resumed stream without one
+                return [sum(c.get(f"map_resolver:{w}", {}).get(f"clone.ms.0.{k}", 0) for k in ("synced", "resumed"))
+                        for w in range(2)]
             before = synced_counts()
             # Map-Requests at 1k/s, open loop, from just before the restart (16 flows over
             # both workers; a reply later than 2 s counts as unanswered)
@@ -450,7 +510,8 @@ def node_part(n4: int, n6: int, args) -> dict:
             res["restart_outage"] = gap and {"from_s": round(gap[0], 2), "length_s": round(gap[1], 2)}
             res["restart_logs"] = {k: log_times(node, k, wall1) for k in
                                    ("map_server:0", "map_resolver:0", "map_resolver:1")}
-            ins = [max(res["restart_logs"][w].get("in_sync", [0]) or [0]) for w in
+            ins = [max(res["restart_logs"][w].get("in_sync", []) + res["restart_logs"][w].get("resumed", []) or [0])
+                   for w in
                    ("map_resolver:0", "map_resolver:1")]
             res["restart_to_serving_s"] = max(ins) if all(ins) else None
             sw = [min(res["restart_logs"][w].get("swapped") or [None], key=lambda x: x or 0)
@@ -458,6 +519,11 @@ def node_part(n4: int, n6: int, args) -> dict:
             res["restart_to_swapped_s"] = max(sw) if all(sw) else None
             res["restart_shard_restored_s"] = (res["restart_logs"]["map_server:0"].get("restored") or [None])[-1]
             loader.join(args.restart_load_s + 60)
+            if res["restart_shard_restored_s"] is None:
+                # a resumed stream: the workers did not wait for the shard's reload; its
+                # log says when it ended (read again once the load has run)
+                late = log_times(node, "map_server:0", wall1)
+                res["restart_shard_restored_s"] = (late.get("restored") or [None])[-1]
             res["restart_load"] = {k: load.get(k) for k in ("sent", "received", "timeouts", "unmatched",
                                                             "send_errors", "error", "rate_offered", "wall_s")}
             res["restart_load_raw"] = load
@@ -608,6 +674,33 @@ def in_process(doc: dict, args, n: int):
     return p, c, t
 
 
+def shard_part(doc: dict, args) -> None:
+    """The shard's reload in process, before and after the compact shard, same run,
+    from one SQLite store (bench/build/scale-shard/)."""
+    import shutil
+
+    from tests.unit.msfixtures import register
+    d = BUILD / "scale-shard"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    path = d / "map_server_0.sqlite"
+    raw = register([v4(0)], nonce=1, key=b"big-secret", proxy=True)
+    fill = fill_store(path, args.v4, args.v6, raw)
+    log(f"    shard reload in process ({args.v4 + args.v6:,} rows, store filled in {fill:.1f} s):")
+    out = doc.setdefault("in_process", {})["shard"] = {}
+    for kind in ("after", "before", "after"):      # after twice: the best of two, around before
+        r = run_child("shard", path, kind)
+        log(f"      {kind}: {r['rss_kib'] / 1024:.0f} MiB resident ({r['bytes_per_entry']} B/entry with the "
+            f"writer's items), reload {r['reload_s']} s = {r['us_per_row']} us/row")
+        if kind not in out or r["reload_s"] < out[kind]["reload_s"]:
+            out[kind] = r
+    shutil.rmtree(d, ignore_errors=True)
+    b, a = out["before"], out["after"]
+    out["reload_speedup"] = ratio(b["reload_s"], a["reload_s"])
+    out["rss_ratio_after_before"] = ratio(a["rss_kib"], b["rss_kib"])
+    log(f"      after / before: reload {out['reload_speedup']}x faster, resident {out['rss_ratio_after_before']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--v4", type=int, default=1_000_000, help="IPv4 registrations (<= 1048576)")
@@ -618,6 +711,9 @@ def main() -> int:
     ap.add_argument("--skip-node", action="store_true", help="only the in-process part")
     ap.add_argument("--node-only", action="store_true",
                     help="keep the in-process figures of the last scale.json, run the node part again")
+    ap.add_argument("--shard-only", action="store_true",
+                    help="keep the other in-process figures of the last scale.json, run the shard's "
+                         "reload in process (before/after) and the node part (unless --skip-node)")
     ap.add_argument("--skip-old", action="store_true",
                     help="skip the replica as it was before issue 11 (dict + RegistrationTable)")
     ap.add_argument("--restart-load-s", type=float, default=90,
@@ -642,6 +738,8 @@ def main() -> int:
             out = child_table(*map(int, args.rest))
         elif args.child == "compact":
             out = child_compact(*map(int, args.rest))
+        elif args.child == "shard":
+            out = child_shard(*args.rest)
         elif args.child == "order-compact":
             out = child_order([int(x) for x in args.rest], "compact")
         else:
@@ -658,7 +756,7 @@ def main() -> int:
     doc: dict = {"params": {k: v for k, v in vars(args).items() if k not in ("child", "rest")},
                  "quiet": wait_quiet()}
     n = args.v4 + args.v6
-    if args.node_only:
+    if args.node_only or args.shard_only:
         from benchlib import RESULTS
         last = json.loads((RESULTS / "scale.json").read_text())
         doc["in_process"] = last["in_process"]
@@ -667,6 +765,8 @@ def main() -> int:
         p, c, t = (doc["in_process"]["pytricia"], doc["in_process"]["compact"], doc["in_process"].get("table"))
     else:
         p, c, t = in_process(doc, args, n)
+    if not args.node_only:
+        shard_part(doc, args)
     if not args.skip_node:
         log(f"node {RLOC} with {n:,} registrations in its map_server's SQLite store:")
         doc["quiet_node"] = wait_quiet()
@@ -693,7 +793,18 @@ def main() -> int:
                                                                                                  t["rss_kib"])
         doc["goals"]["CompactTable.lookup / RegistrationTable.lookup"] = ratio(c["lookups_per_s"],
                                                                                 t["lookups_per_s"])
+    sh = doc["in_process"].get("shard") or {}
+    if sh.get("after"):
+        doc["goals"].update({
+            "shard reload in process, resident MiB with the writer's items (before -> after)":
+                [round(sh["before"]["rss_kib"] / 1024, 1), round(sh["after"]["rss_kib"] / 1024, 1)],
+            "shard reload in process, us per row (before -> after)":
+                [sh["before"]["us_per_row"], sh["after"]["us_per_row"]],
+        })
     doc["goals"].update({
+        "resident MiB of the shard after the restart (goal <= 1024)":
+            (node.get("rss_after_restart_mib") or {}).get("map_server:0"),
+        "shard store reloaded after the restart (log), s": node.get("restart_shard_restored_s"),
         "restart until every worker is in sync with the new shard (log times), s":
             node.get("restart_to_serving_s"),
         "longest run of unanswered 10/s probes during that restart, s": (node.get("restart_outage") or {}).get(
