@@ -70,6 +70,8 @@ class CompactTable:
     # after every version step with (the changed Eid or None, removed?); adopt and
     # clear step the version without it (a reader sees a step it was not told of)
     on_change = None
+    # a locator as stored in an item (the shard's subclass keeps the unused flag bits)
+    _locator_value = staticmethod(locator_value)
 
     def __init__(self) -> None:
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
@@ -215,7 +217,7 @@ class CompactTable:
         parsed = (e.eid.iid, fam, pfx, e.eid.length, int(e.eid.address))
         xtr = e.xtr_id.hex()
         usual = e.key == f"[{e.eid.iid}]{pfx}|{xtr}"
-        item = _pack(e.site, [locator_value(x) for x in e.locators], e.ttl, e.proxy, e.merge, xtr,
+        item = _pack(e.site, [self._locator_value(x) for x in e.locators], e.ttl, e.proxy, e.merge, xtr,
                      e.registrant, [[format_address(r.address), r.level] for r in e.rle],
                      None if usual else e.key)
         self._add(e.key, parsed, item, usual)

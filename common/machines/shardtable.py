@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 import msgpack
 
@@ -28,7 +28,6 @@ from common.machines.compact import CompactTable, _fields, _items, _pack
 from common.machines.eidfast import parse_text as _parse
 from common.machines.regtable import Entry, entry_from_value, locator_value
 from common.wire.addr import Eid
-from common.wire.eidtext import format_address
 from common.wire.records import Locator
 
 _FILL_CACHE = 4096      # distinct encoded registrations (without the EID) remembered per fill
@@ -61,19 +60,7 @@ def _sfields(item: bytes) -> tuple:
 class ShardTable(CompactTable):
     """See the module docstring."""
 
-    def put(self, e: Entry) -> None:
-        if e.eid.is_multicast:
-            super().put(e)
-            return
-        fam = 4 if isinstance(e.eid.address, IPv4Address) else 6
-        pfx = f"{format_address(e.eid.address)}/{e.eid.length}"
-        parsed = (e.eid.iid, fam, pfx, e.eid.length, int(e.eid.address))
-        xtr = e.xtr_id.hex()
-        usual = e.key == f"[{e.eid.iid}]{pfx}|{xtr}"
-        item = _pack(e.site, [_loc_value(x) for x in e.locators], e.ttl, e.proxy, e.merge, xtr,
-                     e.registrant, [[format_address(r.address), r.level] for r in e.rle],
-                     None if usual else e.key)
-        self._add(e.key, parsed, item, usual)
+    _locator_value = staticmethod(_loc_value)   # put() as the parent's, the flags kept
 
     def _entries(self, iid: int, pfx: str, v) -> list[Entry]:
         a, _, n = pfx.partition("/")
