@@ -72,6 +72,7 @@ class CompactTable:
     on_change = None
     # a locator as stored in an item (the shard's subclass keeps the unused flag bits)
     _locator_value = staticmethod(locator_value)
+    _item_fields = staticmethod(_fields)     # an item read back (the subclass: flags kept)
 
     def __init__(self) -> None:
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
@@ -317,7 +318,7 @@ class CompactTable:
         eid = Eid(iid, ip_address(a), int(n))
         out = []
         for item in _items(v):
-            site, locs, ttl, proxy, merge, xtr, reg, rle, xtr_hex, key = _fields(item)
+            site, locs, ttl, proxy, merge, xtr, reg, rle, xtr_hex, key = self._item_fields(item)
             out.append(Entry(key if key is not None else f"[{iid}]{pfx}|{xtr_hex}", eid, site, locs,
                              ttl, proxy, merge, xtr, reg, rle))
         return out

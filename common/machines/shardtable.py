@@ -26,8 +26,7 @@ import msgpack
 
 from common.machines.compact import CompactTable, _fields, _items, _pack
 from common.machines.eidfast import parse_text as _parse
-from common.machines.regtable import Entry, entry_from_value, locator_value
-from common.wire.addr import Eid
+from common.machines.regtable import entry_from_value, locator_value
 from common.wire.records import Locator
 
 _FILL_CACHE = 4096      # distinct encoded registrations (without the EID) remembered per fill
@@ -60,17 +59,9 @@ def _sfields(item: bytes) -> tuple:
 class ShardTable(CompactTable):
     """See the module docstring."""
 
-    _locator_value = staticmethod(_loc_value)   # put() as the parent's, the flags kept
-
-    def _entries(self, iid: int, pfx: str, v) -> list[Entry]:
-        a, _, n = pfx.partition("/")
-        eid = Eid(iid, ip_address(a), int(n))
-        out = []
-        for item in _items(v):
-            site, locs, ttl, proxy, merge, xtr, reg, rle, xtr_hex, key = _sfields(item)
-            out.append(Entry(key if key is not None else f"[{iid}]{pfx}|{xtr_hex}", eid, site, locs,
-                             ttl, proxy, merge, xtr, reg, rle))
-        return out
+    # put() and _entries() are the parent's, with the locators' unused flags kept
+    _locator_value = staticmethod(_loc_value)
+    _item_fields = staticmethod(_sfields)
 
     # -- content handles (the refresh fast path) -------------------------------------
     def token(self, key: str):
