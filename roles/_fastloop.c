@@ -115,6 +115,17 @@ free_limit(Limit *l)
 }
 
 /* TokenTable.allow(name, now): 1 allowed (both slots debited), 0 not, -1 error */
+/* the tokens a slot ([spent, last]) holds at now, as the Python table computes them */
+static double
+tokens(const double *slot, double burst, double rate, double now)
+{
+    double last = slot[1], t;
+    if (last > now + 60.0)
+        return burst;
+    t = now > last ? burst - slot[0] + (now - last) * rate : burst - slot[0];
+    return t > burst ? burst : t;
+}
+
 static int
 allow(Limit *l, PyObject *name, double now)
 {
@@ -143,25 +154,11 @@ allow(Limit *l, PyObject *name, double now)
         PyErr_SetString(PyExc_IndexError, "rate table: slot out of range");
         return -1;
     }
-    double *d = (double *)l->view.buf, burst = l->burst, ta, tb, last;
-    last = d[a + 1];
-    if (last > now + 60.0)
-        ta = burst;
-    else {
-        ta = now > last ? burst - d[a] + (now - last) * l->rate : burst - d[a];
-        if (ta > burst)
-            ta = burst;
-    }
+    double *d = (double *)l->view.buf, burst = l->burst, ta, tb;
+    ta = tokens(d + a, burst, l->rate, now);
     if (ta < 1.0)
         return 0;
-    last = d[b + 1];
-    if (last > now + 60.0)
-        tb = burst;
-    else {
-        tb = now > last ? burst - d[b] + (now - last) * l->rate : burst - d[b];
-        if (tb > burst)
-            tb = burst;
-    }
+    tb = tokens(d + b, burst, l->rate, now);
     if (tb < 1.0)
         return 0;
     d[a] = burst - (ta - 1.0);
