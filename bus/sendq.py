@@ -163,6 +163,7 @@ class SendQueue:
                 self._pull.sock.send_multipart([READY, self._hello], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass      # not connected yet: the next period tries again
+            self._pull.poke()     # the send may have taken the descriptor's edge from recv
 
     async def recv(self) -> Datagram:
         """The next datagram for this worker to send (malformed ones are dropped)."""
