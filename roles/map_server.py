@@ -26,6 +26,7 @@ from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles import memtrim
 from roles import stream_resume
+from roles.ms_reload import Reload
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
 from roles.hostfiles import UnsafePath
@@ -65,40 +66,52 @@ async def main(ctx: RoleContext) -> None:
         ctx.log.info("shard %d: stream resumes session %s at seq %d", shard, *writer.resumes)
     writer.hold()
     writer.start()
-    bad, loaded, raws = [], 0, {}
-    # no cyclic GC while a million objects are made (a full pass over them takes
-    # seconds, longer than the stale bound of the workers); what is loaded is frozen
-    # out of later passes
-    gc_on = gc.isenabled()
-    gc.disable()
-    # values stay as stored (msgpack bytes): the shard's compact table takes them
-    # without decoding, the writer holds them as they were published
-    for rows in store.load_chunks(2000, decode=False):
-        # the records of one Map-Register share its bytes again (one object, not one each)
-        rows = [(k, v, raws.setdefault(raw, raw) if raw else raw) for k, v, raw in rows]
-        skipped = ms.restore(rows, {}, time.monotonic())
-        bad += skipped
-        loaded += len(rows) - len(skipped)
-        skip = set(skipped)
-        writer.extend_encoded((k, v) for k, v, _r in rows if k not in skip)
-        await asyncio.sleep(0)
-    raws = rows = None
-    memtrim.trim()     # the reload's temporary rows back to the system
-    gc.freeze()
-    if gc_on:
-        gc.enable()
-    # Every registration leaves long-lived objects behind and nothing here makes much
-    # cyclic garbage: collecting the young generation every 700 allocations (the
-    # default) cost 15-20 % of a new registration's CPU (issue 10, bench/README.md 2c)
-    gc.set_threshold(GC_YOUNG, 50, 100)
+    # replays are judged from the first Map-Register on, the reload's included
     ms.nonces.update(store.load_nonces())
-    if bad:
-        stream_resume.unresumable(writer, store)   # the table is not the position's state
-        ctx.counters.drop("store-unreadable-row", f"{len(bad)} rows skipped, e.g. {bad[0]}")
-    ctx.log.info("shard %d: %d sites, %d registrations restored (grace %.0fs)", shard,
-                 len(ms.sites), loaded, ms.grace)
-    writer.release()
-    ctx.counters.set("registrations", len(ms.table))
+
+    async def reload(serve) -> None:
+        """Load the store into the table and the writer, in chunks yielding to the loop
+        (roles/ms_reload.py).  A resumed stream (the workers hold the store's state
+        already): ``serve()`` is called once the writer has heartbeated long enough for
+        the workers to continue its stream, and Map-Registers are taken while the rest
+        loads (issue 11, docs/replica.md).  Otherwise the workers need the whole
+        snapshot: nothing is taken before it is loaded (a change would abandon the
+        snapshots streaming meanwhile)."""
+        early = writer.resumes is not None
+        serve_at = time.monotonic() + 1.5 * writer.heartbeat_interval   # two heartbeats out
+        # no cyclic GC while a million objects are made (a full pass over them takes
+        # seconds, longer than the stale bound of the workers); what is loaded is frozen
+        # out of later passes
+        gc_on = gc.isenabled()
+        gc.disable()
+        # values stay as stored (msgpack bytes): the shard's compact table takes them
+        # without decoding, the writer holds them as they were published
+        load = Reload(ms, store, writer, early=early)
+        while load.step():
+            if early and serve_at is not None and time.monotonic() >= serve_at:
+                serve_at = None
+                serve()
+            await asyncio.sleep(0)
+        load.finish()
+        memtrim.trim()     # the reload's temporary rows back to the system
+        gc.freeze()
+        if gc_on:
+            gc.enable()
+        # Every registration leaves long-lived objects behind and nothing here makes much
+        # cyclic garbage: collecting the young generation every 700 allocations (the
+        # default) cost 15-20 % of a new registration's CPU (issue 10, bench/README.md 2c)
+        gc.set_threshold(GC_YOUNG, 50, 100)
+        if load.bad:
+            stream_resume.unresumable(writer, store)   # the table is not the position's state
+            ctx.counters.drop("store-unreadable-row", f"{len(load.bad)} rows skipped, e.g. {load.bad[0]}")
+        ctx.log.info("shard %d: %d sites, %d registrations restored (grace %.0fs)%s", shard,
+                     len(ms.sites), load.loaded, ms.grace,
+                     f"; Map-Registers taken meanwhile: {len(load.faulted)} prefixes loaded first "
+                     f"({load.faulted_rows} registrations)" if serve_at is None else "")
+        ctx.counters.inc("reload.faulted-in", load.faulted_rows)
+        writer.release()
+        ctx.counters.set("registrations", len(ms.table))
+
     warned: set[str] = set()     # registrants whose nonces stopped increasing (warn policy)
 
     def publish(changes) -> None:
@@ -289,9 +302,6 @@ async def main(ctx: RoleContext) -> None:
             if gave_up:
                 ctx.counters.drop("map-notify.unacknowledged", f"{gave_up} unsolicited Map-Notify(s) given up")
 
-    ctx.bus.subscribe(topics.rx(topics.MAP_REGISTER, shard), on_register)
-    ctx.bus.subscribe(topics.rx(topics.MAP_NOTIFY_ACK, shard), on_notify_ack)
-    ctx.bus.subscribe(QUERY_TOPIC, on_query)
     async def checkpoints() -> None:
         # the store's WAL is checkpointed here, beside the loop, never inside a
         # group commit (roles/ms_store.py): a commit does not wait for an fsync
@@ -302,9 +312,22 @@ async def main(ctx: RoleContext) -> None:
             except Exception as exc:  # retried on the next turn
                 ctx.counters.drop("store.checkpoint-failed", repr(exc))
 
-    ctx.spawn(timers(), name="timers")
-    ctx.spawn(checkpoints(), name="checkpoints")
+    serving = False
+
+    def serve() -> None:
+        nonlocal serving
+        serving = True
+        ctx.bus.subscribe(topics.rx(topics.MAP_REGISTER, shard), on_register)
+        ctx.bus.subscribe(topics.rx(topics.MAP_NOTIFY_ACK, shard), on_notify_ack)
+        ctx.spawn(timers(), name="timers")
+        ctx.spawn(checkpoints(), name="checkpoints")
+        ctx.log.info("shard %d: taking Map-Registers (%d registrations loaded)", shard, len(ms.table))
+
     try:
+        await reload(serve)
+        if not serving:
+            serve()
+        ctx.bus.subscribe(QUERY_TOPIC, on_query)
         await asyncio.Event().wait()
     finally:
         writer.close()

@@ -70,6 +70,33 @@ class RegistrationStore:
                 return
             yield [(k, msgpack.unpackb(v), raw) for k, v, raw in rows] if decode else rows
 
+    def snapshot_chunks(self, size: int = 5000):
+        """:meth:`load_chunks` (values as stored) read from the store as it is NOW, on
+        a connection of its own: WAL gives it that state however many commits the
+        shard makes while it iterates (a reload that takes changes meanwhile, issue 11;
+        a cursor of the committing connection would meet its own writes).  The read
+        begins here, not at the first chunk."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("BEGIN")
+        cur = db.execute("SELECT key, value, raw FROM registration")
+        first = cur.fetchmany(size)     # the read transaction holds its snapshot from here
+
+        def chunks():
+            try:
+                rows = first
+                while rows:
+                    yield rows
+                    rows = cur.fetchmany(size)
+            finally:
+                db.close()
+        return chunks()
+
+    def rows_of(self, eid_text: str) -> list:
+        """The stored ``(key, value bytes, raw)`` of one EID-prefix: the keys
+        ``eid_text + "|" + xTR-ID`` (:func:`~common.machines.regtable.entry_key`)."""
+        return self.db.execute("SELECT key, value, raw FROM registration WHERE key >= ? AND key < ?",
+                               (eid_text + "|", eid_text + "}")).fetchall()
+
     def load_nonces(self) -> dict:
         return {k: int(n) for k, n in self.db.execute("SELECT key, nonce FROM nonce")}
 

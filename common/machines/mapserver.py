@@ -114,6 +114,10 @@ class MapServer:
         self.stats: dict[str, dict] = {n: {"last_accepted": None, "refused": {}} for n in self.sites}
         self._plans: dict[bytes, tuple] = {}   # refresh fast path (derived; see _refresh)
         self.seen: dict[str, dict[bytes, float]] = {}   # warn: digests accepted per registrant
+        # a shard still reloading its store (issue 11): fault_in(eid) loads what the
+        # store holds for that EID-prefix before a record is judged against it (the
+        # shell's; None once the whole store is loaded)
+        self.fault_in = None
 
     # -- site lookup --------------------------------------------------------------
     def site_for(self, eid: Eid) -> tuple[SitePolicy | None, bool]:
@@ -271,6 +275,8 @@ class MapServer:
     def _record(self, msg, rec, eid, xtr, src, now, remaining, data, overlay, res) -> str | None:
         merge = msg.merge
         key = entry_key(eid, xtr if merge else b"")
+        if self.fault_in is not None:
+            self.fault_in(eid)
         existing = {e.key: e for e in self.table.exact(eid)}
         for k, e in overlay.items():
             if e is None:

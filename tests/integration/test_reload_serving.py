@@ -1,0 +1,119 @@
+"""Issue 11 item 3: a restarted shard takes Map-Registers while it reloads a large store.
+
+A real node (1 shard, 1 worker) whose store holds 400,000 registrations, reloaded
+in several seconds.  The shard resumes its stream (the worker keeps its replica), so
+it takes Map-Registers before the reload ends (roles/ms_reload.py): a withdrawal of
+the registration the bulk read reaches last, and a new registration, are both
+acknowledged (Map-Notify) while it reloads, as the shard's log says.  After the
+reload the worker answers the withdrawn EID negatively (the bulk read did not bring
+it back), the new one positively, the others as before, and fetched no snapshot;
+the shard's table, its snapshot (a restarted worker's) and the store hold exactly that.  Fails when the shard takes nothing before its reload
+ends (no "taken meanwhile" in its log), or when the bulk read does not skip what was
+loaded on demand (the withdrawn registration is back)."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+
+from common.wire.messages import MapReply, decode_message
+from roles.ms_store import RegistrationStore
+from tests.integration.harness import FAST_TIMERS, SECRET, Node, poll, udp_exchange
+from tests.integration.test_replica_restart import BODY, bulk_value
+from tests.unit.msfixtures import ecm_request, register
+
+pytestmark = pytest.mark.integration
+
+RLOC = "127.0.27.1"
+MR = (RLOC, 4342)
+BULK = 400_000
+LAST = bulk_value(BULK - 1)[1]["eid"]          # the last row the bulk read reaches
+FIRST = bulk_value(0)[1]["eid"]
+KEEP, NEW = "[0]10.2.1.0/24", "[0]10.2.5.0/24"
+TIMERS = (FAST_TIMERS.replace("registration_lifetime = 6", "registration_lifetime = 600")
+          .replace("watchdog_timeout = 3", "watchdog_timeout = 30"))
+
+
+def host(eid: str) -> str:
+    """An address inside an ``[iid]a.b.c.d/len`` prefix (its network address + 1)."""
+    a, b, c, d = eid.split("]")[1].split("/")[0].split(".")
+    return f"{a}.{b}.{c}.{int(d) + 1}"
+
+
+def answer(eid: str, timeout: float = 0.5):
+    """The mask length and locator count of the first record of the reply for an
+    address inside ``eid``, or None (no reply)."""
+    r = udp_exchange(MR, lambda port: ecm_request(host(eid), itr="127.0.0.1", sport=port), timeout=timeout)
+    if r is None:
+        return None
+    m = decode_message(r)
+    assert isinstance(m, MapReply)
+    return m.records[0].mask_len, len(m.records[0].locators)
+
+
+def send_register(specs, nonce: int, ttl: int = 1440) -> float:
+    """Retried until its Map-Notify; returns when that arrived (monotonic)."""
+    msg = register(specs, nonce=nonce, key=SECRET.encode(), xtr=b"\x27" * 16, proxy=True, ttl=ttl)
+    poll(lambda: udp_exchange(MR, msg, timeout=0.5) is not None, 30, 0.05, "Map-Notify")
+    return time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def node():
+    n = Node("reload", RLOC, BODY.replace("workers = 2", "workers = 1"), timers=TIMERS)
+    try:
+        n.state.mkdir(parents=True, exist_ok=True)
+        st = RegistrationStore(str(n.state / "map_server_0.sqlite"))
+        st.db.execute("BEGIN")
+        st.db.executemany("INSERT INTO registration VALUES (?, ?, ?)",
+                          [(k, msgpack.packb(v), b"") for k, v in map(bulk_value, range(BULK))])
+        st.db.execute("COMMIT")
+        st.close()
+        n.up()
+        assert n.wait_in_sync(1, BULK, timeout=240), "the worker never in sync with the bulk store"
+        yield n
+    finally:
+        n.down()
+
+
+def counter(n, name: str) -> int:
+    return n.counters().get("map_resolver:0", {}).get(name, 0)
+
+
+def test_a_reloading_shard_takes_map_registers_and_the_bulk_read_brings_nothing_back(node):
+    nonce = time.time_ns()
+    send_register([KEEP], nonce)
+    poll(lambda: answer(KEEP) == (24, 1), 10, 0.2, "registration answered")
+    assert answer(LAST) == (28, 1) and answer(FIRST) == (28, 1)
+    swapped, resumed = counter(node, "clone.ms.0.swapped"), counter(node, "clone.ms.0.resumed")
+
+    assert node.decent("restart", "map_server:0", timeout=120).returncode == 0
+    send_register([LAST], nonce + 1, ttl=0)      # withdrawn while the shard reloads
+    send_register([NEW], nonce + 2)
+    def restored() -> list[str]:
+        return [x for x in node.log_tail("map_server:0", 60).splitlines() if "registrations restored" in x]
+    poll(lambda: len(restored()) == 2, 120, 0.3, "the reload ended")     # the first: the cold start
+    line = restored()[-1]
+    assert "Map-Registers taken meanwhile: 2 prefixes loaded first (1 registrations)" in line, line
+
+    poll(lambda: counter(node, "clone.ms.0.resumed") > resumed, 30, 0.3, "the worker continued the stream")
+    assert node.wait_in_sync(1, BULK + 1, timeout=30)      # + KEEP + NEW - LAST
+    assert answer(NEW) == (24, 1)
+    assert (answer(LAST) or (0, 1))[1] == 0, "the withdrawn registration is answered again"
+    assert answer(KEEP) == (24, 1) and answer(FIRST) == (28, 1)
+    assert counter(node, "clone.ms.0.swapped") == swapped, "the worker fetched a snapshot"
+    c = node.counters()
+    assert c["map_server:0"]["registrations"] == c["map_resolver:0"]["registrations"] == BULK + 1
+    # a worker that fetches the shard's whole snapshot now gets the same registrations
+    assert node.decent("restart", "map_resolver:0", timeout=120).returncode == 0
+    assert node.wait_in_sync(1, BULK + 1, timeout=120)
+    assert (answer(LAST) or (0, 1))[1] == 0 and answer(NEW) == (24, 1)
+    assert node.counters()["map_resolver:0"]["registrations"] == BULK + 1
+    st = RegistrationStore(str(node.state / "map_server_0.sqlite"))
+    try:
+        assert st.rows_of(LAST) == [] and len(st.rows_of(NEW)) == 1
+        assert st.db.execute("SELECT count(*) FROM registration").fetchone()[0] == BULK + 1
+    finally:
+        st.close()
