@@ -81,6 +81,41 @@ def _packed_chunk(req: Any, entries: list[bytes]) -> bytes:
     return b"".join([b"\x82", _pack("req"), _pack(req), _pack("items"), head, *entries])
 
 
+_SPLIT_ERRORS = (ValueError, TypeError, msgpack.UnpackException)   # (OutOfData, ExtraData, FormatError: ValueError)
+
+
+def _split_chunk(frame: bytes) -> tuple[Any, list] | None:
+    """A snapshot chunk ``{"req": r, "items": [[k, v], ...]}`` read as ``(r, [(k,
+    v's msgpack bytes), ...])``: the values are not decoded (a store-mode replica
+    inserts them encoded, common.machines.compactload).  None when the chunk is laid
+    out otherwise or does not decode (the caller then decodes it whole)."""
+    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(frame), 1))
+    try:
+        up.feed(frame)
+        if up.read_map_header() != 2 or up.unpack() != "req":
+            return None
+        req = up.unpack()
+        if up.unpack() != "items":
+            return None
+        rah, unpack, tell, skip = up.read_array_header, up.unpack, up.tell, up.skip
+        out = []
+        for _ in range(rah()):
+            if rah() != 2:
+                return None
+            k = unpack()
+            if type(k) is not str:
+                k = freeze(k)
+                hash(k)
+            at = tell()
+            skip()
+            out.append((k, frame[at:tell()]))
+        if tell() != len(frame):
+            return None
+    except _SPLIT_ERRORS:
+        return None
+    return req, out
+
+
 class CloneWriter:
     """The single writer of a stream.  ``load`` (optional) before ``start``."""
 
@@ -488,6 +523,14 @@ class CloneReader:
             await asock.send_multipart(prefix + [b"snap", _pack({"v": SNAPSHOT_VERSION, "req": request})])
             while True:
                 frames = await asock.recv_multipart()
+                split = (_split_chunk(frames[1]) if len(frames) > 1 and frames[0] == b"items"
+                         and self.machine.takes_encoded else None)
+                if split is not None:    # values handed encoded: the table inserts them as they are
+                    if split[0] == request:
+                        self.machine.snapshot_encoded(request, split[1], time.monotonic())
+                        self._handle([])     # counts refused values
+                        await asyncio.sleep(0)
+                    continue
                 try:
                     kind, body = frames[0], _unpack(frames[1])
                     if body["req"] != request:

@@ -73,6 +73,7 @@ class CompactTable:
     # a locator as stored in an item (the shard's subclass keeps the unused flag bits)
     _locator_value = staticmethod(locator_value)
     _item_fields = staticmethod(_fields)     # an item read back (the subclass: flags kept)
+    _strict_keys = False      # load: a map key not a string is refused (the shard's store reads so)
 
     def __init__(self) -> None:
         self._trees: dict[tuple[int, int], pytricia.PyTricia] = {}
@@ -199,6 +200,14 @@ class CompactTable:
             self._n += 1
         self.version = max(self.version, v0) + 1
         return refused
+
+    def load(self, rows) -> list:
+        """Insert ``(key, value)`` rows, each value a published value or its msgpack
+        bytes (a store's row, a packed writer's snapshot entry), without decoding each
+        value: the same table as :meth:`set` per row (common/machines/compactload.py).
+        Returns the keys of the rows refused (malformed: nothing kept for them)."""
+        from common.machines.compactload import load_rows
+        return load_rows(self, rows)
 
     def _try_set(self, key, value) -> bool:
         try:

@@ -144,7 +144,7 @@ def test_the_ipv6_text_reader_agrees_with_eidfast(hextets, length, spelling, iid
     """_parse_v6 answers as eidfast does for the texts it takes, and takes every
     canonical text without host bits (the others fall back to eidfast)."""
     from common.machines.eidfast import _fast_text
-    from common.machines.shardtable import _parse_v6
+    from common.machines.compactload import _parse_v6
     text = _v6_text(hextets, length, spelling, iid)
     got, want = _parse_v6(text), _fast_text(text)
     assert got is None or got == want, text
@@ -157,7 +157,7 @@ def test_the_ipv6_text_reader_agrees_with_eidfast(hextets, length, spelling, iid
        st.sampled_from(["canonical", "canonical", "leading-zero", "masked", "wide"]))
 def test_the_ipv4_text_reader_agrees_with_eidfast(net, length, iid, spelling):
     from common.machines.eidfast import _fast_text
-    from common.machines.shardtable import _parse_v4
+    from common.machines.compactload import _parse_v4
     if spelling == "masked":
         net = net >> (32 - length) << (32 - length) if length else 0
     addr = str(IPv4Address(net))
@@ -177,7 +177,7 @@ def test_the_ipv4_text_reader_agrees_with_eidfast(net, length, iid, spelling):
 def test_the_cached_ipv4_reader_answers_as_the_plain_one(texts):
     """Texts read one after another with the head and tail caches shared, as a
     reload reads them: the same answer as _parse_v4 each time."""
-    from common.machines.shardtable import _parse_v4, _parse_v4_cached
+    from common.machines.compactload import _parse_v4, _parse_v4_cached
     heads, tails = {}, {}
     for net, length, iid, spelling in texts + texts:
         if spelling == "masked":
