@@ -2,9 +2,11 @@
 vs one whose workers fetch a snapshot, in the same run; the snapshot fill per entry.
 
 Part 1, in process: a snapshot of the scale bench's registrations (1,000,000 IPv4
-/28s + 200,000 IPv6 /56s by default) decoded chunk by chunk from msgpack as the
-worker's Clone reader does, then filled into a fresh ``CompactTable`` with ``set``
-per entry (before) or ``fill`` per chunk (after): us of CPU per entry, alternating
+/28s + 200,000 IPv6 /56s by default), chunk by chunk as a packed writer sends it,
+into a fresh ``CompactTable``: decoded from msgpack then ``set`` per entry (the
+first table) or ``fill`` per chunk (the decoded fill), or - as the worker's Clone
+reader does now - split without decoding its values (``bus.clone._split_chunk``)
+and inserted encoded (``CompactTable.load``): us of CPU per entry, alternating
 rounds, the best of each.
 
 Part 2, a real node (1 map_server shard, 2 map_resolver workers, the shard's SQLite
@@ -20,7 +22,8 @@ map_server:0`` twice with Map-Requests at 1k/s (lispload, open loop, 16 flows) f
   workers continue without a snapshot.
 
 For each: when both workers serve from the new shard's stream (swapped / resumed, from
-their logs and counters), when the shard has reloaded its store (its log), when a
+their logs and counters), when the shard takes changes (a resumed one while it
+reloads, roles/ms_reload.py) and has reloaded its store (its log), when a
 registration made right after the restart (a Map-Register retried until its
 Map-Notify) is answered by a worker, and how many of the 1k/s requests went
 unanswered (a reply later than 2 s counts).
@@ -47,7 +50,8 @@ from scale import CLIENT, RLOC, Prober, eids, fill_store, v4, v4_host, value  # 
 PATTERNS = (("started", " starting (pid"), ("restored", "registrations restored"),
             ("resumes", "stream resumes session"), ("in_sync", "in sync at seq"),
             ("swapped", "replica swapped in"), ("resumed", "the writer resumed at seq"),
-            ("goodbye", "the writer stops at seq"), ("stopped", " stopped ("))
+            ("goodbye", "the writer stops at seq"), ("stopped", " stopped ("),
+            ("taking", "taking Map-Registers"))
 
 
 def log_times(node, instance: str, since: float) -> dict:
@@ -67,12 +71,13 @@ def log_times(node, instance: str, since: float) -> dict:
 
 
 def fill_part(n4: int, n6: int, rounds: int) -> dict:
-    """us of CPU per entry: decode + ``set`` per entry vs decode + ``fill`` per chunk."""
+    """us of CPU per entry: decode + ``set`` per entry, decode + ``fill`` per chunk,
+    split + ``load`` per chunk (values encoded)."""
     import gc
 
     import msgpack
 
-    from bus.clone import _unpack, freeze
+    from bus.clone import _split_chunk, _unpack, freeze
     from common.machines.compact import CompactTable
     chunks = []
     batch = []
@@ -90,6 +95,9 @@ def fill_part(n4: int, n6: int, rounds: int) -> dict:
         gc.collect()
         t0 = time.process_time()
         for c in chunks:
+            if mode == "load":
+                t.load(_split_chunk(c)[1])
+                continue
             items = ((freeze(k), v) for k, v in _unpack(c)["items"])
             if mode == "set":
                 for k, v in items:
@@ -108,20 +116,32 @@ def fill_part(n4: int, n6: int, rounds: int) -> dict:
                 pass
         return time.process_time() - t0
 
+    def split_only() -> float:
+        t0 = time.process_time()
+        for c in chunks:
+            _split_chunk(c)
+        return time.process_time() - t0
+
     best: dict = {}
+    modes = ("set", "fill", "load")
     for r in range(rounds):
-        for mode in (("set", "fill") if r % 2 == 0 else ("fill", "set")):
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
             dt = one(mode)
             best[mode] = min(best.get(mode, dt), dt)
             log(f"    round {r + 1}: {mode}: {dt / n * 1e6:.2f} us CPU per entry")
     dec = min(decode_only() for _ in range(rounds))
+    split = min(split_only() for _ in range(rounds))
     out = {"entries": n, "rounds": rounds,
            "set_us_per_entry": round(best["set"] / n * 1e6, 2),
            "fill_us_per_entry": round(best["fill"] / n * 1e6, 2),
+           "load_us_per_entry": round(best["load"] / n * 1e6, 2),
            "decode_only_us_per_entry": round(dec / n * 1e6, 2),
-           "set_over_fill": ratio(best["set"], best["fill"])}
+           "split_only_us_per_entry": round(split / n * 1e6, 2),
+           "set_over_fill": ratio(best["set"], best["fill"]),
+           "fill_over_load": ratio(best["fill"], best["load"])}
     out["set_table_only_us_per_entry"] = round(out["set_us_per_entry"] - out["decode_only_us_per_entry"], 2)
     out["fill_table_only_us_per_entry"] = round(out["fill_us_per_entry"] - out["decode_only_us_per_entry"], 2)
+    out["load_table_only_us_per_entry"] = round(out["load_us_per_entry"] - out["split_only_us_per_entry"], 2)
     return out
 
 
@@ -191,8 +211,10 @@ def restart_round(node, mode: str, n: int, n4: int, tf, noff: int, uoff: int, ar
         per_worker.append(min(lg.get(key) or [None], key=lambda x: x or 0))
     res["workers_on_new_stream_s"] = per_worker
     # serving from the reloaded store: the workers on the new shard's stream and the new
-    # shard able to take a change (reloaded)
-    parts = [x for x in per_worker + [res["shard_restored_s"]]]
+    # shard able to take a change (a resumed shard takes them while it reloads:
+    # roles/ms_reload.py; otherwise once reloaded)
+    res["shard_taking_changes_s"] = (ms_log.get("taking") or [None])[-1]
+    parts = [x for x in per_worker + [res["shard_taking_changes_s"]]]
     res["restart_to_serving_s"] = max(parts) if all(x is not None for x in parts) else None
     after = {k: counters(node, f"clone.ms.0.{k}") for k in names}
     res["counters_delta"] = {k: [a - b for a, b in zip(after[k], before[k])] for k in names}
@@ -202,8 +224,8 @@ def restart_round(node, mode: str, n: int, n4: int, tf, noff: int, uoff: int, ar
     unreg = register([new_eid], nonce=time.time_ns(), key=b"big-secret", proxy=True, ttl=0)
     poll(lambda: udp_exchange((RLOC, 4342), unreg, src=CLIENT, timeout=0.5), 30, 0.0)
     poll(lambda: node.in_sync(2, n), 30, 0.3)
-    log(f"  restart ({mode}): workers on the new stream after {per_worker} s, shard reloaded after "
-        f"{res['shard_restored_s']} s -> serving the reloaded store after {res['restart_to_serving_s']} s; "
+    log(f"  restart ({mode}): workers on the new stream after {per_worker} s, shard taking changes after "
+        f"{res['shard_taking_changes_s']} s, reloaded after {res['shard_restored_s']} s -> serving the reloaded store after {res['restart_to_serving_s']} s; "
         f"a change made after the restart acknowledged after {res['change_acknowledged_s']} s, answered after "
         f"{res['change_answered_s']} s; counters {res['counters_delta']}; 1k/s load {res['load']}")
     return res
