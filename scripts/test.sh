@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+# the slowest tests named at the end: where the suite's time goes
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 tests "$@"
