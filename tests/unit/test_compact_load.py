@@ -11,10 +11,12 @@ the decoded chunk fills."""
 from __future__ import annotations
 
 import msgpack
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus.clone import _pack, _packed_chunk, _split_chunk, _unpack, freeze
 from common.machines.compact import CompactTable
+from common.machines.compactload import _parse_v6, _parse_v6_cached
 from common.machines.regtable import entry_key
 from common.machines.replica import ReplicaReader
 from common.machines.shardtable import ShardTable
@@ -146,3 +148,38 @@ def test_a_packed_chunk_split_and_loaded_fills_the_table_the_decoded_chunk_fills
         r.snapshot_end(1, "w", 3, now=0.1)
     assert new.bad_values == old.bad_values
     same(old.data, new.data, probes)
+
+
+def _v6(groups, length, iid, spelling):
+    from ipaddress import IPv6Address
+    a = 0
+    for g in groups:
+        a = a << 16 | g
+    addr = IPv6Address(a)
+    text = {"canonical": str(addr), "exploded": addr.exploded, "upper": str(addr).upper(),
+            "zero-kept": str(addr).replace("::", ":0::", 1)}[spelling]
+    return f"[{iid}]{text}/{length}"
+
+
+v6_texts = st.one_of(
+    st.builds(_v6, st.lists(st.sampled_from([0, 0, 0, 0, 1, 0xabc, 0xffff, 0x2001, 0x10]), min_size=8, max_size=8),
+              st.sampled_from([0, 16, 48, 56, 64, 127, 128, 129]), st.sampled_from([0, 0, 0, 7, (1 << 24) - 1, 1 << 24]),
+              st.sampled_from(["canonical"] * 4 + ["exploded", "upper", "zero-kept"])),
+    st.text("0123456789abcdefA:[]/.", min_size=1, max_size=30).map(lambda t: "[0]" + t),
+    st.text("0123456789abcdef:/", min_size=1, max_size=30).map(lambda t: "[0]1:" + t),
+    st.sampled_from(["[0]::/0", "[0]::1/128", "[0]1::/16", "[0]1:0:0:1::/64", "[0]1::2::3/128", "[0:1]1::/16",
+                     "[00]1::/16", "[0]1::/016", "[0]1::/129", "[0]0::/8", "[0]1:0::/32", "[0]1::0:1/128",
+                     "[0]1:0:0:2::3/128", "[0]1:0:0:2::/128", "[0]1:2:3:4:5:6:7::/128", "[0]1::ffff:1.2.3.4/128",
+                     "[0]2001:db8:1a:2300::/56", "[0]2001:db8:1a:2300::/55", "[1]2001:db8::/32", "[0]a::b:0:0:0/128",
+                     "[0]a:0:0::b/128", "[0]::a:0:0:0:0:0/128", "[0]1::/", "[0]1::", "1::/16", "[]1::/16",
+                     "[0]0:0:1::a:b:c/128", "[0]1:0:0:2::a:b/128", "[0]1:0:0:2::a:0:0/128", "[0]1:2::a:0:0:b/128"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(v6_texts, min_size=1, max_size=30))
+def test_the_cached_ipv6_reader_answers_as_the_plain_one(texts):
+    """Texts read one after another with the remembered parts shared, as a load reads
+    them: the same answer as _parse_v6 each time."""
+    parts = ({}, {}, {})
+    for text in texts + texts[::-1]:
+        assert _parse_v6_cached(text, parts) == _parse_v6(text), text
