@@ -12,6 +12,11 @@ writer session):
 
 - ``kv.updated``  on ``S.delta``, body ``{"k": key, "v": value}``
 - ``kv.deleted``  on ``S.delta``, body ``{"k": key}``
+- ``kv.batch``    on ``S.delta``, body ``{"d": [[key, value] or [key], ...]}``: several
+  changes in one message (:meth:`CloneWriter.apply`), ``[key, value]`` an update and
+  ``[key]`` a deletion; header ``seq`` is the last one's, the i-th of n has ``seq - n + 1
+  + i``.  A reader takes each as the ``kv.updated`` / ``kv.deleted`` it stands for (a
+  reader that does not know the type ignores it and resyncs at the next message: a gap)
 - ``kv.heartbeat`` on ``S.hb``,   body ``{"count": n}`` (header ``seq`` = current), plus
   ``"resumes": [session, seq]`` from a writer that resumed a persisted position
   (:meth:`CloneWriter.resume`; readers at exactly that position need no snapshot)
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
 SNAPSHOT_VERSION = 1
 UPDATED = "kv.updated"
 DELETED = "kv.deleted"
+BATCH = "kv.batch"         # several changes in one message (CloneWriter.apply)
+BATCH_MAX = 1024           # changes per kv.batch message at most
 HEARTBEAT = "kv.heartbeat"
 GOODBYE = "kv.goodbye"     # the writer is stopping (header seq = its last): see replica
 
@@ -243,6 +250,40 @@ class CloneWriter:
         self.seq += 1
         self.ctx.bus.publish(self._delta_topic, UPDATED, self._body({"k": key, "v": value}),
                              stream=self.stream, seq=self.seq)
+        return self.seq
+
+    def apply(self, changes) -> int:
+        """``("set", key, value, ...)`` / ``("delete", key)`` changes in order, each as
+        :meth:`set` / :meth:`delete` makes it (an unchanged value or an absent key
+        publishes nothing), published as one ``kv.batch`` message per
+        :data:`BATCH_MAX` changes instead of one message each (a single change: its own
+        ``kv.updated`` / ``kv.deleted``).  Returns seq."""
+        if self._streams:
+            self._abandon_streams()
+        data, pack, out = self._data, self._pack, []
+        for ch in changes:
+            key = ch[1]
+            if ch[0] == "set":
+                stored = pack([key, ch[2]]) if self.packed else ch[2]
+                if key in data and data[key] == stored:
+                    continue
+                data[key] = stored
+                out.append([key, ch[2]])
+            elif key in data:
+                del data[key]
+                out.append([key])
+        for i in range(0, len(out), BATCH_MAX):
+            part = out[i:i + BATCH_MAX]
+            self.seq += len(part)
+            if len(part) > 1:
+                self.ctx.bus.publish(self._delta_topic, BATCH, self._body({"d": part}),
+                                     stream=self.stream, seq=self.seq)
+            elif len(part[0]) == 2:
+                self.ctx.bus.publish(self._delta_topic, UPDATED, self._body({"k": part[0][0], "v": part[0][1]}),
+                                     stream=self.stream, seq=self.seq)
+            else:
+                self.ctx.bus.publish(self._delta_topic, DELETED, self._body({"k": part[0][0]}),
+                                     stream=self.stream, seq=self.seq)
         return self.seq
 
     def delete(self, key: Hashable) -> int | None:
@@ -454,6 +495,9 @@ class CloneReader:
                                   "until its successor's snapshot (at most %s s of silence)", self.stream,
                                   header.seq, self.machine.restart_after)
             return
+        if header.type == BATCH:
+            self._on_batch(header, body, session, now)
+            return
         if header.type not in (UPDATED, DELETED):
             return  # unknown types are ignored
         if header.seq is None or not isinstance(body, dict) or "k" not in body:
@@ -467,6 +511,28 @@ class CloneReader:
             return
         self._handle(self.machine.delta(session, header.seq, key, body.get("v"),
                                         deleted=header.type == DELETED, now=now))
+
+    def _on_batch(self, header: Any, body: Any, session: str, now: float) -> None:
+        """A ``kv.batch``: each change as the ``kv.updated`` / ``kv.deleted`` message it
+        stands for, in order (a malformed one dropped as such a message would be)."""
+        d = body.get("d") if isinstance(body, dict) else None
+        if header.seq is None or type(header.seq) is not int or not isinstance(d, list) or not d:
+            self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: {header.type}")
+            return
+        first = header.seq - len(d) + 1
+        delta = self.machine.delta
+        for i, it in enumerate(d):
+            if not isinstance(it, list) or len(it) not in (1, 2):
+                self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: {header.type} item {i}")
+                continue
+            try:
+                key = freeze(it[0])
+                hash(key)
+            except TypeError:
+                self.ctx.counters.drop("bad-clone-delta", f"{self.stream}: unhashable key")
+                continue
+            self._handle(delta(session, first + i, key, it[1] if len(it) == 2 else None,
+                               deleted=len(it) == 1, now=now))
 
     def _handle(self, events: list[replica.Event]) -> None:
         if self.machine.bad_values != self._bad:
