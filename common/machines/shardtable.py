@@ -78,8 +78,10 @@ class ShardTable(CompactTable):
         if tree is None or not tree.has_key(pfx):
             return None
         for item in _items(tree[pfx]):
-            f = _fields(item)
-            if (f[9] if f[9] is not None else f"[{tk[0]}]{pfx}|{f[8]}") == key:
+            # the item's own key, or its xTR-ID's (fields 8 and 5), without building its
+            # locators as _fields does (issue 10: taken once per new registration)
+            f = msgpack.unpackb(item)
+            if (f[8] if f[8] is not None else f"[{tk[0]}]{pfx}|{f[5]}") == key:
                 return (tk, pfx, item)
         return None
 
