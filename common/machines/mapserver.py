@@ -365,8 +365,11 @@ class MapServer:
             # entries only for the keys whose registration changes (a refresh only
             # moves expiry times: _KEPT, no entry built)
             changed = {item[1].key if item[0] == "set" else item[1] for item in res.entries}
-            get = self.table.get
-            undo.append(("state", [(k, get(k) if k in changed else _KEPT, self.raw.get(k), self.expiry.get(k),
+            # a key with no expiry armed is stored nowhere (every stored registration is
+            # armed: _record, restore): a new registration's undo needs no table read
+            get, armed = self.table.get, self.expiry
+            undo.append(("state", [(k, (get(k) if k in armed else None) if k in changed else _KEPT, self.raw.get(k),
+                                    self.expiry.get(k),
                                     self.wants_notify.get(k)) for k in changed | set(res.expiry)],
                           [(k, self.nonces.get(k)) for k in res.nonces],
                           [n for _d, _p, n, _x in res.unsolicited], self._notify_nonce))
