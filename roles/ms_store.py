@@ -15,6 +15,9 @@ import os
 import sqlite3
 import threading
 
+from itertools import groupby
+from operator import itemgetter
+
 import msgpack
 
 from roles.hostfiles import check_private_file, open_private
@@ -25,6 +28,10 @@ CREATE TABLE IF NOT EXISTS nonce (key TEXT PRIMARY KEY, nonce TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stream_position (id INTEGER PRIMARY KEY CHECK (id = 0),
     session TEXT NOT NULL, seq INTEGER NOT NULL, format INTEGER NOT NULL);
 """
+
+# one Packer for the committing connection's values (msgpack.packb makes one per call);
+# apply runs on the event loop only
+_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 class RegistrationStore:
@@ -105,16 +112,17 @@ class RegistrationStore:
         cur = self.db.cursor()
         cur.execute("BEGIN")
         try:
-            for ch in changes:
-                if ch[0] == "set":
-                    _, key, value, raw = ch
-                    cur.execute("INSERT OR REPLACE INTO registration VALUES (?, ?, ?)",
-                                (key, msgpack.packb(value), raw))
+            # runs of sets and of deletions, each one statement over its rows, in order
+            for kind, run in groupby(changes, key=itemgetter(0)):
+                if kind == "set":
+                    cur.executemany("INSERT OR REPLACE INTO registration VALUES (?, ?, ?)",
+                                    [(ch[1], _packb(ch[2]), ch[3]) for ch in run])
                 else:
-                    cur.execute("DELETE FROM registration WHERE key = ?", (ch[1],))
-            for key, n in (nonces or {}).items():
+                    cur.executemany("DELETE FROM registration WHERE key = ?", [(ch[1],) for ch in run])
+            if nonces:
                 # nonces are 64-bit unsigned: stored as text (SQLite integers are signed)
-                cur.execute("INSERT OR REPLACE INTO nonce VALUES (?, ?)", (key, str(n)))
+                cur.executemany("INSERT OR REPLACE INTO nonce VALUES (?, ?)",
+                                [(key, str(n)) for key, n in nonces.items()])
             if changes:
                 self._position(cur, changes)
             cur.execute("COMMIT")
