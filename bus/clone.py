@@ -148,6 +148,7 @@ class CloneWriter:
         self._pack = msgpack.Packer(use_bin_type=True).pack   # as _pack, without a Packer per call
         self.resumes: tuple | None = None  # (session, seq) this session continues (resume)
         self._streams: list = []           # (ident, req) of snapshots streamed while held
+        self._packed_for: tuple | None = None   # (changes, their packed sets): seq_after -> apply
 
     @property
     def data(self) -> dict[Hashable, Any]:
@@ -220,11 +221,13 @@ class CloneWriter:
         (``("set", key, value, ...)`` / ``("delete", key)``), published or not: what a
         store persists with the changes in the same transaction."""
         seq, seen, missing = self.seq, {}, object()
+        packed: list = []
         for ch in changes:
             key = ch[1]
             cur = seen[key] if key in seen else self._data.get(key, missing)
             if ch[0] == "set":
                 stored = self._pack([key, ch[2]]) if self.packed else ch[2]
+                packed.append(stored)
                 if cur is missing or cur != stored:
                     seq += 1
                 seen[key] = stored
@@ -232,6 +235,10 @@ class CloneWriter:
                 if cur is not missing:
                     seq += 1
                 seen[key] = missing
+        if self.packed:
+            # apply() over the same list next (the shard's commit, then its publish)
+            # takes these bytes instead of packing every value again
+            self._packed_for = (changes, packed, len(changes))
         return seq
 
     def _body(self, body: dict) -> dict:
@@ -261,6 +268,11 @@ class CloneWriter:
         if self._streams:
             self._abandon_streams()
         data, pack, out = self._data, self._pack, []
+        memo, self._packed_for = self._packed_for, None
+        if memo is not None and memo[0] is changes and memo[2] == len(changes):
+            # what seq_after packed for this very list: one per set, in order
+            pre = iter(memo[1])
+            pack = lambda _kv: next(pre)     # noqa: E731
         for ch in changes:
             key = ch[1]
             if ch[0] == "set":

@@ -78,12 +78,15 @@ def _expanded(sent: list) -> list:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(CHANGES, max_size=4), st.booleans())
+@given(st.lists(st.tuples(CHANGES, st.booleans()), max_size=4), st.booleans())
 def test_apply_publishes_what_set_and_delete_publish(groups, packed):
     a, b = _writers(packed)
-    for changes in groups:
+    for changes, asked in groups:
         na, nb = len(a.ctx.bus.sent), len(b.ctx.bus.sent)
+        # the shard asks seq_after (the position it commits) before apply, over the same list
+        after = a.seq_after(changes) if asked else None
         assert a.apply(changes) == a.seq
+        assert after is None or after == a.seq
         _one_by_one(b, changes)
         assert a.seq == b.seq
         assert a.data == b.data
