@@ -35,13 +35,17 @@ def register(sub) -> None:
     c.set_defaults(func=run_counters)
 
 
-def _ms_answers(cfg) -> list:
+def _ms_answers(cfg, what: str) -> list:
     n = cfg.count("map_server")
     if n == 0:
         raise UserError(f"node {cfg.node.name} runs no map_server", 1)
-    answers = query(cfg, "ms.query", {}, expect=n)
+    answers = query(cfg, "ms.query", {"what": what}, expect=n)
     if len(answers) < n:
         raise UserError(f"only {len(answers)} of {n} map_server shards answered", 1)
+    for a in answers:
+        if "loading" in a:
+            raise UserError(f"map_server shard {a.get('shard', '?')} is still reloading its store "
+                            f"({a['loading']} registrations loaded so far); ask again shortly", 1)
     return sorted(answers, key=lambda a: a["shard"])
 
 
@@ -121,7 +125,7 @@ def run_show(args) -> int:
                     ", ".join(f"{r['address']} {r['priority']}/{r['weight']}" for r in e["rlocs"])
                 print(f"{e['eid']:<32} expires in {e['expires_in']:>8.0f}s  {kind}")
         return 0
-    answers = _ms_answers(cfg)
+    answers = _ms_answers(cfg, args.what)
     if args.what == "sites":
         sites = [s for a in answers for s in a["sites"]]
         if args.json:

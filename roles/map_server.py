@@ -69,6 +69,8 @@ async def main(ctx: RoleContext) -> None:
     # replays are judged from the first Map-Register on, the reload's included
     ms.nonces.update(store.load_nonces())
 
+    loading: dict = {}      # "of": the Reload while the store loads
+
     async def reload(serve) -> None:
         """Load the store into the table and the writer, in chunks yielding to the loop
         (roles/ms_reload.py).  A resumed stream (the workers hold the store's state
@@ -87,12 +89,14 @@ async def main(ctx: RoleContext) -> None:
         # values stay as stored (msgpack bytes): the shard's compact table takes them
         # without decoding, the writer holds them as they were published
         load = Reload(ms, store, writer, early=early)
+        loading["of"] = load
         while load.step():
             if early and serve_at is not None and time.monotonic() >= serve_at:
                 serve_at = None
                 serve()
             await asyncio.sleep(0)
         load.finish()
+        loading.clear()
         memtrim.trim()     # the reload's temporary rows back to the system
         gc.freeze()
         if gc_on:
@@ -248,6 +252,9 @@ async def main(ctx: RoleContext) -> None:
         reply = body.get("reply") if isinstance(body, dict) else None
         if not isinstance(reply, str):
             return
+        if loading:     # a partial table is no answer: say how far the reload is
+            ctx.bus.publish(reply, "ms.answered", {"shard": shard, "loading": loading["of"].loaded})
+            return
         now = time.monotonic()
         if body.get("raw"):
             # push-mode snapshots: each stored Map-Register once, with the lifetime
@@ -261,10 +268,11 @@ async def main(ctx: RoleContext) -> None:
             ctx.bus.publish(reply, "ms.raw", {"shard": shard, "registers": [[r, round(left, 1)]
                                                                             for r, left in raws.items()]})
             return
-        regs, per_site = [], {}
-        for e in ms.table.entries():
+        # `decent show sites` asks for the sites only: no entry is built for them
+        entries = () if body.get("what") == "sites" else ms.table.entries()
+        regs, per_site = [], ms.table.count_by_site()
+        for e in entries:
             v = e.value
-            per_site[e.site] = per_site.get(e.site, 0) + 1
             regs.append({"eid": format_eid(e.eid), "site": e.site, "rlocs": v["rlocs"],
                          "rle": v.get("rle"), "ttl": e.ttl, "proxy_reply": e.proxy,
                          "merge": e.merge, "xtr_id": v["xtr"], "registrant": e.registrant,
@@ -324,10 +332,10 @@ async def main(ctx: RoleContext) -> None:
         ctx.log.info("shard %d: taking Map-Registers (%d registrations loaded)", shard, len(ms.table))
 
     try:
+        ctx.bus.subscribe(QUERY_TOPIC, on_query)
         await reload(serve)
         if not serving:
             serve()
-        ctx.bus.subscribe(QUERY_TOPIC, on_query)
         await asyncio.Event().wait()
     finally:
         writer.close()

@@ -90,6 +90,8 @@ def test_a_reloading_shard_takes_map_registers_and_the_bulk_read_brings_nothing_
     swapped, resumed = counter(node, "clone.ms.0.swapped"), counter(node, "clone.ms.0.resumed")
 
     assert node.decent("restart", "map_server:0", timeout=120).returncode == 0
+    shown = node.decent("show", "sites")         # the operator is told, not given a partial table
+    assert shown.returncode == 1 and "map_server shard 0 is still reloading its store" in shown.stderr, shown
     send_register([LAST], nonce + 1, ttl=0)      # withdrawn while the shard reloads
     send_register([NEW], nonce + 2)
     def restored() -> list[str]:
@@ -100,6 +102,7 @@ def test_a_reloading_shard_takes_map_registers_and_the_bulk_read_brings_nothing_
 
     poll(lambda: counter(node, "clone.ms.0.resumed") > resumed, 30, 0.3, "the worker continued the stream")
     assert node.wait_in_sync(1, BULK + 1, timeout=30)      # + KEEP + NEW - LAST
+    assert "registrations 400001" in node.decent("show", "sites", check=True).stdout
     assert answer(NEW) == (24, 1)
     assert (answer(LAST) or (0, 1))[1] == 0, "the withdrawn registration is answered again"
     assert answer(KEEP) == (24, 1) and answer(FIRST) == (28, 1)
