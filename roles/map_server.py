@@ -119,11 +119,8 @@ async def main(ctx: RoleContext) -> None:
     warned: set[str] = set()     # registrants whose nonces stopped increasing (warn policy)
 
     def publish(changes) -> None:
-        for ch in changes:
-            if ch[0] == "set":
-                writer.set(ch[1], ch[2])
-            else:
-                writer.delete(ch[1])
+        # a group's changes in one kv.batch message, not one bus message each (issue 10)
+        writer.apply(changes)
         ctx.counters.set("registrations", len(ms.table))
 
     def send(dst: str, port: int, data: bytes) -> None:
