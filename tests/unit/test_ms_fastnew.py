@@ -11,6 +11,8 @@ from the bytes is byte-identical to :func:`seal` of the decoded records whenever
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -167,12 +169,23 @@ def _armed(ms):
 
 def _plans(ms):
     """The refresh plans, without how each checks its entries (Entry identity in the
-    reference, content tokens in the compact shard): the keys and registrants."""
+    reference, content tokens in the compact shard): the keys and registrants; the
+    Map-Notify template without its nonce and MAC (both replaced when it is used)."""
     out = {}
-    for rk, (site_name, keys, entries, *rest) in ms._plans.items():
+    for rk, (site_name, keys, entries, lives, template, *rest) in ms._plans.items():
         regs = tuple((e[0], e[1].registrant if len(e) == 2 else e[2]) for e in entries)
-        out[rk] = (site_name, keys, regs, *rest)
+        if template is not None:
+            template = template[:4] + template[12:16] + template[16 + int.from_bytes(template[14:16], "big"):]
+        out[rk] = (site_name, keys, regs, lives, template, *rest)
     return out
+
+
+def _results(rs):
+    """RegisterResults without ``plan``: a refresh whose entries were replaced by equal
+    ones takes the fast path in the compact shard (content tokens) and the full path in
+    the reference (Entry identity); the outcome is the same, but the full path's result
+    carries a new plan and the fast path's none."""
+    return [dataclasses.replace(r, plan=None) for r in rs]
 
 
 def _state(ms):
@@ -217,7 +230,7 @@ def test_optimised_map_server_equals_the_reference(pol_a, pol_b, msgs, cuts, ind
                 out[id(ms)] = ms.handle_batch(group, now, commit=commit, send=send,
                                               publish=lambda ch, log=log: log.append(("publish", list(ch))))
             log.append(("expired", ms.expire(now + 100.0 * (c % 3 == 0))))
-        assert out[id(fast)] == out[id(ref)]
+        assert _results(out[id(fast)]) == _results(out[id(ref)])
         assert logs[id(fast)] == logs[id(ref)]
         assert _state(fast) == _state(ref)
         assert fast.next_timer() == ref.next_timer()
@@ -234,7 +247,7 @@ def test_optimised_map_server_equals_the_reference(pol_a, pol_b, msgs, cuts, ind
         out[id(ms)] = ms.handle_batch(items, now + 1.0, commit=lambda ch, no, log=log: log.append((ch, no)),
                                       send=lambda d, p, x, log=log: log.append((d, p, x)))
         log.append(("expired", ms.expire(now + 1.0 + 100.0 * (len(items) % 2))))
-    assert out[id(fast)] == out[id(ref)]
+    assert _results(out[id(fast)]) == _results(out[id(ref)])
     assert logs[id(fast)] == logs[id(ref)]
     assert _state(fast) == _state(ref)
     assert fast.next_timer() == ref.next_timer()
