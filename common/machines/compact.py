@@ -84,6 +84,9 @@ class CompactTable:
         self._m = RegistrationTable()                       # multicast (S,G)
         self._n = 0
         self.version = 0
+        # (key, tree key, prefix, item) of the last registration added: the shard asks
+        # its token right after (ShardTable.token, the refresh plan of a new one)
+        self._last_put: tuple | None = None
 
     def __len__(self) -> int:
         return self._n + len(self._m)
@@ -264,6 +267,7 @@ class CompactTable:
         else:
             tree[pfx] = _items(old) + (item,)
         self._n += 1
+        self._last_put = (key, tk, pfx, item)
         if self.on_change is not None:
             self._step(_eid(parsed), False)
         else:
@@ -310,6 +314,8 @@ class CompactTable:
             return None
         rest = items[:i] + items[i + 1:]
         self._n -= 1
+        if self._last_put is not None and self._last_put[0] == key:
+            self._last_put = None
         self._keyed.pop(key, None)
         got = self._intern[item]
         got[1] -= 1

@@ -66,6 +66,9 @@ class ShardTable(CompactTable):
         e = self._m.get(key)
         if e is not None:
             return (None, key, e)
+        last = self._last_put
+        if last is not None and last[0] == key:      # just added (removal forgets it)
+            return last[1:]
         text = self._keyed.get(key) or key.rpartition("|")[0]
         try:
             parsed = _parse(text)

@@ -126,6 +126,22 @@ def test_a_token_holds_while_the_same_content_is_stored():
     assert not t.holds(tok)
 
 
+def test_the_token_of_the_last_put_is_the_one_read_from_the_table():
+    """ShardTable.token answers the key just put from what put stored (issue 10); the
+    same handle as read back from the tree, and None once the key is deleted."""
+    a = entry("[0]10.6.0.0/16", 1, bytes(range(16)))
+    b = entry("[0]10.6.0.0/16", 2, bytes(range(1, 17)))
+    t = ShardTable()
+    for e in (a, b, replace(a, ttl=7), entry("[0]10.7.0.0/24", 3, b"")):
+        t.put(e)
+        fresh = t.token(e.key)
+        t._last_put = None                    # read from the tree instead
+        assert fresh == t.token(e.key) and t.holds(fresh)
+    t.put(a)
+    t.delete(a.key)
+    assert t.token(a.key) is None and t.token(b.key) is not None
+
+
 def _v6_text(hextets, length, spelling, iid):
     v = 0
     for h in hextets:
