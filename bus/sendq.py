@@ -51,8 +51,21 @@ class Datagram:
     src_addr: str | None = None   # which local RLOC to send from; None = any
 
 
+_packb = msgpack.Packer(use_bin_type=True).pack    # one Packer, not one per call
+_METAS: dict = {}      # (dst, port, src) -> its meta frame: a registrant's Map-Notifies repeat it
+
+
 def encode(d: Datagram) -> list[bytes]:
-    return [msgpack.packb([SENDQ_VERSION, d.dst_addr, d.dst_port, d.src_addr]), d.payload]
+    if type(d.dst_port) is not int:      # (1.0 == 1 as a key, not as bytes)
+        return [_packb([SENDQ_VERSION, d.dst_addr, d.dst_port, d.src_addr]), d.payload]
+    k = (d.dst_addr, d.dst_port, d.src_addr)
+    meta = _METAS.get(k)
+    if meta is None:
+        meta = _packb([SENDQ_VERSION, d.dst_addr, d.dst_port, d.src_addr])
+        if len(_METAS) >= 4096:
+            _METAS.clear()
+        _METAS[k] = meta
+    return [meta, d.payload]
 
 
 def decode(frames: Sequence[bytes]) -> Datagram:

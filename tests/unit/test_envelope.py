@@ -215,3 +215,17 @@ def test_sendq_roundtrip_and_errors():
                 [msgpack.packb([1, "a", True, None]), b""], [msgpack.packb({}), b""]):
         with pytest.raises(SendqError):
             sendq.decode(bad)
+
+
+def test_sendq_meta_frames_remembered_are_the_bytes_packed_each_time(monkeypatch):
+    """encode remembers a destination's meta frame (issue 10: a registrant's
+    Map-Notifies repeat it): the same bytes as packing it every time, whatever the
+    order, beyond the bound of what it remembers too."""
+    monkeypatch.setattr(sendq, "_METAS", {})
+    dsts = [("192.0.2.1", 4342, None), ("192.0.2.1", 4343, None), ("192.0.2.1", 4342, "192.0.2.9"),
+            ("2001:db8::1", 4342, None), ("192.0.2.1", 4342.0, None)]
+    for i in range(3 * 4096 + 7):
+        a, p, src = dsts[i % len(dsts)] if i % 3 else (f"10.0.{i >> 8 & 255}.{i & 255}", 4342, None)
+        got = sendq.encode(Datagram(a, p, b"x", src))
+        assert got == [msgpack.packb([sendq.SENDQ_VERSION, a, p, src]), b"x"]
+    assert len(sendq._METAS) <= 4096
