@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import time
 
-import msgpack
 import pytest
 
 from common.wire.messages import MapReply, decode_message
 from roles.ms_store import RegistrationStore
 from tests.integration.harness import FAST_TIMERS, SECRET, Node, poll, udp_exchange
-from tests.integration.test_replica_restart import BODY, bulk_value
+from tests.integration.test_replica_restart import BODY, bulk_node, bulk_value
 from tests.unit.msfixtures import ecm_request, register
 
 pytestmark = pytest.mark.integration
@@ -62,20 +61,8 @@ def send_register(specs, nonce: int, ttl: int = 1440) -> float:
 
 @pytest.fixture(scope="module")
 def node():
-    n = Node("reload", RLOC, BODY.replace("workers = 2", "workers = 1"), timers=TIMERS)
-    try:
-        n.state.mkdir(parents=True, exist_ok=True)
-        st = RegistrationStore(str(n.state / "map_server_0.sqlite"))
-        st.db.execute("BEGIN")
-        st.db.executemany("INSERT INTO registration VALUES (?, ?, ?)",
-                          [(k, msgpack.packb(v), b"") for k, v in map(bulk_value, range(BULK))])
-        st.db.execute("COMMIT")
-        st.close()
-        n.up()
-        assert n.wait_in_sync(1, BULK, timeout=240), "the worker never in sync with the bulk store"
-        yield n
-    finally:
-        n.down()
+    yield from bulk_node(Node("reload", RLOC, BODY.replace("workers = 2", "workers = 1"), timers=TIMERS),
+                         BULK, 1, 240)
 
 
 def counter(n, name: str) -> int:

@@ -60,22 +60,27 @@ def bulk_value(i: int) -> tuple[str, dict]:
                        "proxy": True, "merge": False, "xtr": "", "registrant": "127.0.0.1"}
 
 
-@pytest.fixture(scope="module")
-def node():
-    n = Node("restart", RLOC, BODY, timers=TIMERS)
+def bulk_node(n: Node, count: int, workers: int, timeout: float):
+    """Up ``n`` with ``count`` registrations (:func:`bulk_value`) in its shard's store,
+    once every worker is in sync with them (a module fixture's body: yields ``n``)."""
     try:
         n.state.mkdir(parents=True, exist_ok=True)
         st = RegistrationStore(str(n.state / "map_server_0.sqlite"))
         st.db.execute("BEGIN")
         st.db.executemany("INSERT INTO registration VALUES (?, ?, ?)",
-                          [(k, msgpack.packb(v), b"") for k, v in map(bulk_value, range(BULK))])
+                          [(k, msgpack.packb(v), b"") for k, v in map(bulk_value, range(count))])
         st.db.execute("COMMIT")
         st.close()
         n.up()
-        assert n.wait_in_sync(2, BULK, timeout=120), "workers never in sync with the bulk store"
+        assert n.wait_in_sync(workers, count, timeout=timeout), "workers never in sync with the bulk store"
         yield n
     finally:
         n.down()
+
+
+@pytest.fixture(scope="module")
+def node():
+    yield from bulk_node(Node("restart", RLOC, BODY, timers=TIMERS), BULK, 2, 120)
 
 
 def answer(eid: str, timeout: float = 0.5):
