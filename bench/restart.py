@@ -273,6 +273,62 @@ def node_part(n4: int, n6: int, args) -> dict:
     return res
 
 
+def cold_part(n4: int, n6: int, args) -> dict:
+    """Cold starts alternating ``[map_resolver] snapshot_turns`` values (roles/snapgate.py:
+    how many workers fetch the shard's snapshot at once), one store file copied into each
+    fresh node: first answer for the last registered EID, both workers in sync."""
+    import shutil
+
+    from tests.unit.msfixtures import register
+    n = n4 + n6
+    turns = [int(x) for x in args.cold_turns.split(",")]
+    saved = BUILD / "cold-store"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir(parents=True)
+    raw = register([v4(0)], nonce=1, key=b"big-secret", proxy=True)
+    out: dict = {"entries": n, "turns": turns, "runs": []}
+    out["store_fill_s"] = round(fill_store(saved / "map_server_0.sqlite", n4, n6, raw), 1)
+    timers = ("\n[timers]\nregistration_lifetime = 7200\nheartbeat_interval = 1\n"
+              f"watchdog_timeout = {args.watchdog_timeout}\nsnapshot_timeout = 300\n")
+    last4 = v4_host(n4 - 1)
+    for rep in range(args.cold_reps):
+        for t in (turns if rep % 2 == 0 else turns[::-1]):
+            body = ("[roles]\nmap_resolver = { workers = 2 }\nmap_server = { shards = 1 }\n" + RATE_UNLIMITED
+                    + f"snapshot_turns = {t}\nreply_rate_limit = 10000000\nreply_rate_burst = 10000000\n"
+                    + site_block("big", "big-secret", ["10.0.0.0/8", "2001:db8::/32"]))
+            node = Node("benchcold", RLOC, body, timers=timers)
+            node.conf.write_text(node.conf.read_text().replace('log_level = "warning"', 'log_level = "info"'))
+            node.state.mkdir(parents=True, exist_ok=True)
+            for f in saved.iterdir():
+                shutil.copy(f, node.state / f.name)
+            busy = wait_quiet()
+            probe = Prober(last4, 28).start()
+            try:
+                wall0, t0 = time.time(), time.monotonic()
+                node.up(timeout=120)
+                ok = poll(lambda p=probe, s=t0: p.first_ok_after(s), args.node_timeout, 0.2)
+                synced = node.wait_in_sync(2, n, timeout=args.node_timeout)
+                r = {"turns": t, "round": rep + 1, "quiet": busy,
+                     "first_answer_s": round(ok, 2) if ok else None,
+                     "all_workers_in_sync_s": round(time.monotonic() - t0, 2) if synced else None,
+                     "logs": {k: log_times(node, k, wall0) for k in ("map_server:0", "map_resolver:0",
+                                                                      "map_resolver:1")}}
+            finally:
+                probe.stop()
+                node.down()
+            out["runs"].append(r)
+            log(f"  cold start, snapshot_turns = {t} (round {rep + 1}): first answer {r['first_answer_s']} s, "
+                f"both workers in sync {r['all_workers_in_sync_s']} s; logs {r['logs']}")
+    shutil.rmtree(saved, ignore_errors=True)
+    for t in turns:
+        mine = [r for r in out["runs"] if r["turns"] == t]
+        out[f"turns_{t}_best_first_answer_s"] = min((r["first_answer_s"] for r in mine if r["first_answer_s"]),
+                                                    default=None)
+        out[f"turns_{t}_best_all_in_sync_s"] = min((r["all_workers_in_sync_s"] for r in mine
+                                                    if r["all_workers_in_sync_s"]), default=None)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--v4", type=int, default=1_000_000, help="IPv4 registrations (< 1048576)")
@@ -284,6 +340,9 @@ def main() -> int:
     ap.add_argument("--load-s", type=float, default=60, help="seconds of 1k/s Map-Requests per restart")
     ap.add_argument("--node-timeout", type=float, default=300, help="bound on each wait, s")
     ap.add_argument("--watchdog-timeout", type=float, default=600)
+    ap.add_argument("--cold-turns", default="", help="cold starts alternating these [map_resolver] "
+                    "snapshot_turns values, e.g. 1,2 (roles/snapgate.py); none by default")
+    ap.add_argument("--cold-reps", type=int, default=2, help="rounds of --cold-turns")
     args = ap.parse_args()
     t_begin = time.monotonic()
     doc: dict = {"params": vars(args), "machine": machine(), "quiet": wait_quiet()}
@@ -291,6 +350,9 @@ def main() -> int:
         log(f"snapshot fill in process, {args.v4 + args.v6:,} entries:")
         doc["fill"] = fill_part(args.v4, args.v6, args.fill_rounds)
         log(f"  {doc['fill']}")
+    if args.cold_turns:
+        log(f"cold starts by snapshot_turns {args.cold_turns}, {args.v4 + args.v6:,} registrations:")
+        doc["cold"] = cold_part(args.v4, args.v6, args)
     if not args.skip_node:
         log(f"node {RLOC} with {args.v4 + args.v6:,} registrations:")
         doc["quiet_node"] = wait_quiet()

@@ -440,8 +440,11 @@ class CloneReader:
                  snapshot_timeout: float | None = None, max_buffer: int = 100_000,
                  silent_heartbeats: int | None = None, store=None, keep_serving: bool = False,
                  on_replace: Callable[[int], None] | None = None,
-                 restart_heartbeats: int | None = None) -> None:
+                 restart_heartbeats: int | None = None, snapshot_gate=None) -> None:
         self.ctx = ctx
+        # snapshot_gate(stream, waiting): an async context manager a snapshot fetch
+        # holds (turns among a host's workers, roles/snapgate.py); None: no turns
+        self.snapshot_gate = snapshot_gate
         self.on_replace = on_replace    # store mode: a snapshot was swapped in (key count)
         self.stream = topics.stream_name(stream)
         self.on_set = on_set
@@ -591,6 +594,14 @@ class CloneReader:
                     self.on_unsync(ev.reason)
 
     async def _fetch_snapshot(self, request: int) -> None:
+        if self.snapshot_gate is None:
+            return await self._fetch_now(request)
+        # a turn among the host's workers first (roles/snapgate.py), the wait not
+        # counted as the writer's
+        async with self.snapshot_gate(self.stream, lambda: self.machine.snapshot_waiting(request, time.monotonic())):
+            return await self._fetch_now(request)
+
+    async def _fetch_now(self, request: int) -> None:
         # A fresh DEALER per request: nothing queued for an older request lingers.
         sock = self.ctx.zmq.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)

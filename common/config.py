@@ -184,6 +184,7 @@ class MapResolverSection:
     fast_path: bool = True   # common requests answered from cached reply bytes (common/machines/fastpath.py)
     answer_cache: int = 65536  # answers the fast path caches per worker
     fast_path_c: bool = True  # the worker's socket read by the C loop (roles/_fastloop.c) when built
+    snapshot_turns: int = 0  # workers of a host fetching one shard's snapshot at once (0: cores - 1; roles/snapgate.py)
     lisp_sec_keys: tuple = field(default=(), repr=False)  # Keys an ITR may wrap its LISP-SEC OTK with
 
 
@@ -961,7 +962,7 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
         mr = _Table(top.data.get("map_resolver", {}), "map_resolver",
                     ("rate_limit", "rate_burst", "reply_rate_limit", "reply_rate_burst", "rate_slots",
                      "path_mtu", "stale_heartbeats", "lisp_sec_keys", "fast_path", "answer_cache",
-                     "fast_path_c"))
+                     "fast_path_c", "snapshot_turns"))
         mr_sec = MapResolverSection(mr.get("rate_limit", _positive, 1000.0),
                                     mr.get("rate_burst", _positive, 2000.0),
                                     mr.get("reply_rate_limit", _positive, 1000.0),
@@ -972,7 +973,8 @@ def parse_config(data: dict, source: str, base_dir: str) -> NodeConfig:
                                     mr.get("fast_path", _bool, True),
                                     mr.get("answer_cache", _int(16, 1 << 24), 65536),
                                     lisp_sec_keys=mr.get("lisp_sec_keys", _list(_sec_key), ()),
-                                    fast_path_c=mr.get("fast_path_c", _bool, True))
+                                    fast_path_c=mr.get("fast_path_c", _bool, True),
+                                    snapshot_turns=mr.get("snapshot_turns", _int(0, 1024), 0))
         for lim, bur in (("rate_limit", "rate_burst"), ("reply_rate_limit", "reply_rate_burst")):
             if getattr(mr_sec, bur) < getattr(mr_sec, lim):
                 raise ConfigError(f"map_resolver.{bur}", f"{getattr(mr_sec, bur):g} is smaller than "

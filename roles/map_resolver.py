@@ -41,6 +41,7 @@ from roles.sites import shard_for, site_lookup
 from common.machines.shun import Shun
 from roles.kernelshun import KernelShun
 from roles.regbatch import RegisterBatcher
+from roles.snapgate import SnapshotGate
 from roles.udp import handler_error
 
 
@@ -272,9 +273,11 @@ async def main(ctx: RoleContext) -> None:
         first = [replicas[shard]]
         return lambda: first.pop() if first else CompactTable()
 
+    # the host's workers fetch a shard's snapshot in turns (roles/snapgate.py: cold start)
+    gate = SnapshotGate(lock_dir, getattr(mr, "snapshot_turns", 0) or None)   # [map_resolver] snapshot_turns
     for shard in range(shards):
         r = CloneReader(ctx, topics.ms_stream(shard), on_set=on_change, on_delete=on_change,
-                        store=store_of(shard), keep_serving=True, on_replace=on_replace,
+                        store=store_of(shard), keep_serving=True, on_replace=on_replace, snapshot_gate=gate,
                         restart_heartbeats=RESTART_HEARTBEATS,
                         on_sync=sync_changed, on_unsync=sync_changed,
                         silent_heartbeats=cfg.map_resolver.stale_heartbeats)

@@ -263,6 +263,13 @@ class ReplicaReader:
                 except (KeyError, TypeError, ValueError, AttributeError):
                     self.bad_values += 1
 
+    def snapshot_waiting(self, request: int, now: float) -> None:
+        """The fetch answering ``request`` waits for its turn on this host (the
+        shell's snapshot gate), not for the writer: the snapshot timeout counts from
+        ``now``."""
+        if self.state == AWAITING and request == self._request:
+            self._deadline = now + self.snapshot_timeout
+
     @property
     def takes_encoded(self) -> bool:
         """Store mode with a table that inserts encoded values (``load``): a snapshot's
