@@ -42,13 +42,22 @@ class SnapshotGate:
         self.slots = slots or default_slots()
 
     def _try(self, stream: str) -> int | None:
+        """A slot's locked descriptor, None if every slot is taken, -1 if the slots
+        cannot be used at all (the fetch then goes ahead without a turn: turns only
+        spread CPU, a replica must not wait on a broken lock directory)."""
         for i in range(self.slots):
-            fd = open_private(os.path.join(self.directory, f"snapshot-{stream}-{i}.lock"))
+            try:
+                fd = open_private(os.path.join(self.directory, f"snapshot-{stream}-{i}.lock"))
+            except OSError:           # (UnsafePath too)
+                return -1
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return fd
             except BlockingIOError:
                 os.close(fd)
+            except OSError:
+                os.close(fd)
+                return -1
         return None
 
     @contextlib.asynccontextmanager
@@ -66,5 +75,6 @@ class SnapshotGate:
                 waiting()
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)

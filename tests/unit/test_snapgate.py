@@ -71,3 +71,14 @@ def test_a_replica_waiting_its_turn_does_not_time_out_its_snapshot():
     r.snapshot_waiting(7, now=8.0)           # another request's: ignored
     assert r.handle_timer(8.5) == [] and r.get_timer() == 9.0
     assert r.handle_timer(9.0) == [SnapshotRequested(2)]
+
+
+def test_a_lock_directory_that_cannot_be_used_gives_no_turns_instead_of_blocking(tmp_path):
+    async def run():
+        g = SnapshotGate(str(tmp_path / "missing"), slots=1)
+        async with g("ms.0"):
+            async with asyncio.timeout(1.0):
+                async with g("ms.0"):         # no lock file can be made: nobody waits
+                    return True
+
+    assert asyncio.run(run())
