@@ -9,9 +9,10 @@ Same lookups as :class:`common.machines.regtable.RegistrationTable` (``lookup``,
   prefix, in arrival order);
 - an item is the registration without its EID, msgpack-encoded (``bytes``):
   site, locators, TTL, P and M bits, xTR-ID, registrant, RLE, and the key only when
-  it is not the usual ``<eid>|<xtr-id hex>``.  Items are interned (refcounted), so
-  the registrations of one registrant, which differ only by prefix, share one
-  object;
+  it is not the usual one (:func:`usual_key`: ``<eid>|<xtr-id hex>`` with the M bit,
+  ``<eid>|`` without, as the Map-Server makes them).  Items are interned
+  (refcounted), so the registrations of one registrant, which differ only by prefix,
+  share one object;
 - a sorted array of packed ``network << 8 | length`` keys per tree (``array('Q')``
   for IPv4) answers the overlap question of :func:`negative_prefix`; additions are
   merged into it on the next read (one sort per fill, whatever the arrival order).
@@ -43,6 +44,12 @@ from common.wire.eidtext import format_address
 
 _BITS = {4: 32, 6: 128}
 _SMALL_MERGE = 64      # pending index additions inserted one by one below this, else one sort
+
+
+def usual_key(iid: int, pfx: str, xtr_hex: str, merge) -> str:
+    """The key an item need not carry: the Map-Server's
+    (:func:`~common.machines.regtable.entry_key`: the xTR-ID only when merging)."""
+    return f"[{iid}]{pfx}|{xtr_hex}" if merge else f"[{iid}]{pfx}|"
 
 
 def _pack(site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle, key) -> bytes:
@@ -124,7 +131,7 @@ class CompactTable:
             return
         xtr = str(value.get("xtr", ""))
         iid, fam, pfx = parsed[0], parsed[1], parsed[2]
-        usual = key == f"[{iid}]{pfx}|{xtr}"
+        usual = key == usual_key(iid, pfx, xtr, value.get("merge"))
         item = _pack(str(value.get("site", "")), [list(x) for x in value.get("rlocs", ())],
                      int(value.get("ttl", 0)), bool(value.get("proxy")), bool(value.get("merge")), xtr,
                      str(value.get("registrant", "")), [list(x) for x in value.get("rle") or ()],
@@ -162,9 +169,9 @@ class CompactTable:
                 xtr, rlocs, rle = value["xtr"], value["rlocs"], value.get("rle")
                 if type(xtr) is not str or type(rlocs) is not list or (rle is not None and type(rle) is not list):
                     raise LookupError
-                usual = key == f"[{iid}]{pfx}|{xtr}"
                 site, ttl, reg = value["site"], value["ttl"], value["registrant"]
                 proxy, merge = bool(value["proxy"]), bool(value["merge"])
+                usual = key == (f"[{iid}]{pfx}|{xtr}" if merge else f"[{iid}]{pfx}|")
                 sig = item = None
                 if usual and not rle and type(site) is str and type(ttl) is int and type(reg) is str:
                     # the registrations of one registrant share their fields: packed once (the
@@ -229,7 +236,7 @@ class CompactTable:
         pfx = f"{format_address(e.eid.address)}/{e.eid.length}"
         parsed = (e.eid.iid, fam, pfx, e.eid.length, int(e.eid.address))
         xtr = e.xtr_id.hex()
-        usual = e.key == f"[{e.eid.iid}]{pfx}|{xtr}"
+        usual = e.key == usual_key(e.eid.iid, pfx, xtr, e.merge)
         item = _pack(e.site, [self._locator_value(x) for x in e.locators], e.ttl, e.proxy, e.merge, xtr,
                      e.registrant, [[format_address(r.address), r.level] for r in e.rle],
                      None if usual else e.key)
@@ -308,7 +315,7 @@ class CompactTable:
         items = _items(tree[pfx])
         for i, item in enumerate(items):
             f = _fields(item)
-            if (f[9] if f[9] is not None else f"[{iid}]{pfx}|{f[8]}") == key:
+            if (f[9] if f[9] is not None else usual_key(iid, pfx, f[8], f[4])) == key:
                 break
         else:
             return None
@@ -339,7 +346,7 @@ class CompactTable:
         out = []
         for item in _items(v):
             site, locs, ttl, proxy, merge, xtr, reg, rle, xtr_hex, key = self._item_fields(item)
-            out.append(Entry(key if key is not None else f"[{iid}]{pfx}|{xtr_hex}", eid, site, locs,
+            out.append(Entry(key if key is not None else usual_key(iid, pfx, xtr_hex, merge), eid, site, locs,
                              ttl, proxy, merge, xtr, reg, rle))
         return out
 

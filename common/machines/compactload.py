@@ -130,9 +130,10 @@ def _load_one(table, key, value, strict: bool) -> bool:
 
 
 def _rest_item(blob: bytes, strict: bool = True):
-    """(map header byte, ``"|" + xTR-ID hex``, item) of an encoded value whose EID
-    text was emptied (the caller reads the EID), or None when it is not a
-    registration or not one this reader takes (then :meth:`set` decides)."""
+    """(map header byte, the usual key's part after the EID - ``"|"``, plus the
+    xTR-ID hex when merging - item) of an encoded value whose EID text was emptied
+    (the caller reads the EID), or None when it is not a registration or not one this
+    reader takes (then :meth:`set` decides)."""
     try:
         v = msgpack.unpackb(blob, strict_map_key=strict)
         if type(v) is not dict or v.get("eid") != "" or len(v) != blob[0] & 0x0F:
@@ -144,7 +145,7 @@ def _rest_item(blob: bytes, strict: bool = True):
                      int(v.get("ttl", 0)), bool(v.get("proxy")), bool(v.get("merge")), xtr,
                      str(v.get("registrant", "")), [list(x) for x in v.get("rle") or ()], None)
         _fields(item)
-        return blob[0], "|" + xtr, item
+        return blob[0], "|" + xtr if v.get("merge") else "|", item
     except _ERRORS:
         return None
 

@@ -23,7 +23,7 @@ from ipaddress import ip_address
 
 import msgpack
 
-from common.machines.compact import CompactTable, _fields, _items
+from common.machines.compact import CompactTable, _fields, _items, usual_key
 from common.machines.eidfast import parse_text as _parse
 from common.machines.regtable import locator_value
 from common.wire.records import Locator
@@ -84,7 +84,7 @@ class ShardTable(CompactTable):
             # the item's own key, or its xTR-ID's (fields 8 and 5), without building its
             # locators as _fields does (issue 10: taken once per new registration)
             f = msgpack.unpackb(item)
-            if (f[8] if f[8] is not None else f"[{tk[0]}]{pfx}|{f[5]}") == key:
+            if (f[8] if f[8] is not None else usual_key(tk[0], pfx, f[5], f[4])) == key:
                 return (tk, pfx, item)
         return None
 

@@ -51,10 +51,13 @@ item = st.tuples(st.one_of(v4, v6), st.sampled_from([b"", b"\x01" * 16, b"\x02" 
 def pairs(spec):
     out, seen = [], set()
     for eid, xtr, n, kind, unusual in spec:
-        k = f"key-{eid}-{xtr.hex()}" if unusual else entry_key(eid, xtr)
+        v = odd(value(eid, xtr, n), kind)
+        # the Map-Server's keys (the xTR-ID only when merging), or always with the xTR-ID
+        k = (f"key-{eid}-{xtr.hex()}" if unusual else
+             entry_key(eid, xtr if n % 2 or v.get("merge") else b""))
         if k not in seen:         # a snapshot's keys are distinct
             seen.add(k)
-            out.append((k, odd(value(eid, xtr, n), kind)))
+            out.append((k, v))
     out.append(("[0](10.1.1.1,239.1.1.1)/64|", {"eid": "[0](10.1.1.1/32,239.1.1.1/32)", "site": "s", "rlocs": [],
                                                  "ttl": 1, "xtr": "", "registrant": "r"}))
     return out
