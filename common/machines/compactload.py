@@ -261,12 +261,18 @@ def _v6_head(head: str):
     if iid > _MAX_IID or (groups and not _HEXTETS.match(groups)) or (not groups and len(head) != close + 1):
         return False
     hs = groups.split(":") if groups else []
+    value, best = _hextets(hs)
+    return iid, close, len(hs), value, best
+
+
+def _hextets(hs: list) -> tuple[int, int]:
+    """(value, longest run of zero hextets) of canonical hextet texts."""
     value, run, best = 0, 0, 0
     for h in hs:
         value = value << 16 | int(h, 16)
         run = run + 1 if h == "0" else 0
         best = max(best, run)
-    return iid, close, len(hs), value, best
+    return value, best
 
 
 def _v6_tail(tail: str):
@@ -277,11 +283,7 @@ def _v6_tail(tail: str):
             or int(ln) > 128 or (groups and (not _HEXTETS.match(groups) or groups.startswith("0"))):
         return False
     hs = groups.split(":") if groups else []
-    value, run, best = 0, 0, 0
-    for h in hs:
-        value = value << 16 | int(h, 16)
-        run = run + 1 if h == "0" else 0
-        best = max(best, run)
+    value, best = _hextets(hs)
     return len(hs), value, best, int(ln)
 
 

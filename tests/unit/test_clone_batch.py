@@ -8,28 +8,19 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus import clone
 from bus.clone import BATCH, DELETED, UPDATED, CloneReader, CloneWriter
 from bus.envelope import Header, Source
 from common.machines import replica
+from tests.unit.fakes import Counters as _Counters
 
 KEYS = st.sampled_from(["a", "b", "c", "d", 7, ("t", 1)])
 VALUES = st.one_of(st.none(), st.integers(0, 3), st.text(max_size=3), st.lists(st.integers(0, 2), max_size=2))
 CHANGES = st.lists(st.one_of(st.tuples(st.just("set"), KEYS, VALUES, st.just(b"raw")),
                              st.tuples(st.just("delete"), KEYS)), max_size=30)
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.n: dict = {}
-
-    def inc(self, name, by=1) -> None:
-        self.n[name] = self.n.get(name, 0) + by
-
-    def drop(self, reason, detail="") -> None:
-        self.inc(f"dropped.{reason}")
 
 
 class _Bus:

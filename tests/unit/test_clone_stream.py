@@ -11,17 +11,7 @@ import zmq
 import zmq.asyncio
 
 from bus.clone import CloneWriter, _pack, _unpack
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.n: dict = {}
-
-    def inc(self, name, by=1) -> None:
-        self.n[name] = self.n.get(name, 0) + by
-
-    def drop(self, reason, detail="") -> None:
-        self.inc(f"dropped.{reason}")
+from tests.unit.fakes import Counters as _Counters
 
 
 class _Bus:
