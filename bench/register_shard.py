@@ -12,6 +12,8 @@ PUB socket).  New registrations, then (``--refresh``) refreshes of them.
     .venv/bin/python bench/register_shard.py [--count 20000] [--profile]
     .venv/bin/python bench/register_shard.py --against /tmp/before --rounds 5
 
+``--groups 256:1024,8:8,1:1``: rounds with smaller worker messages and shard groups
+(what paced arrivals make) in this tree, the cost per registration of each.
 ``--against DIR``: another checkout (e.g. ``git worktree``/``git archive`` of an
 earlier commit): rounds alternate between it and this tree, each in a fresh
 process, the best of each kept (CPU us per registration): before/after in the same
@@ -88,7 +90,7 @@ def _round(root: str, n: int, refresh: bool, profile: bool) -> dict:
 
     def frames_of(nonce_base: int) -> list:
         """The workers' bus messages for n Map-Registers (cached between rounds)."""
-        path = Path(tempfile.gettempdir()) / f"register_shard-{n}-{nonce_base}.pkl"
+        path = Path(tempfile.gettempdir()) / f"register_shard-{n}-{nonce_base}-{PER_MESSAGE}.pkl"
         if path.exists():
             return pickle.loads(path.read_bytes())
         gate = RegisterGate(SiteTable(sites), rate=1e9, burst=1e9)
@@ -190,26 +192,37 @@ def main() -> int:
     ap.add_argument("--refresh", action="store_true", help="measure refreshes (after an unmeasured new round)")
     ap.add_argument("--against", metavar="DIR", help="another checkout: alternate rounds, before vs this tree")
     ap.add_argument("--profile", action="store_true", help="cProfile of one round, printed")
+    ap.add_argument("--groups", metavar="P:G,...",
+                    help="Map-Registers per worker message : per shard group, pairs measured in this tree "
+                         "(what paced arrivals make: small messages and groups), e.g. 256:1024,8:8,1:1")
+    ap.add_argument("--per-message", type=int, default=256, help=argparse.SUPPRESS)   # PER_MESSAGE
+    ap.add_argument("--group", type=int, default=1024, help=argparse.SUPPRESS)        # GROUP
     ap.add_argument("--one", metavar="ROOT", help=argparse.SUPPRESS)    # a child round
     args = ap.parse_args()
     if args.one:
+        global PER_MESSAGE, GROUP
+        PER_MESSAGE, GROUP = args.per_message, args.group
         print(json.dumps(_round(args.one, args.count, args.refresh, args.profile)))
         return 0
     this = str(HERE.parent)
     trees = [("before", args.against), ("after", this)] if args.against else [("this tree", this)]
+    if args.groups:
+        pairs = [tuple(int(x) for x in p.split(":")) for p in args.groups.split(",")]
+        trees = [(f"{p}:{g}", this, p, g) for p, g in pairs]
     if args.profile:
         got = _child(this, args, profile=True)
         print(got.pop("profile"))
         print(json.dumps(got))
         return 0
-    rounds: dict = {label: [] for label, _ in trees}
+    rounds: dict = {t[0]: [] for t in trees}
     for r in range(args.rounds):
-        for label, root in trees:
-            got = _child(root, args)
+        for label, root, *pg in trees:
+            got = _child(root, args, pg=pg)
             rounds[label].append(got)
             print(f"round {r + 1} {label}: {got['cpu_us_each']} us CPU per registration "
                   f"({got['us_each']} wall; {got['sections_us_each']})", flush=True)
-    doc: dict = {"count": args.count, "kind": "refresh" if args.refresh else "new", "trees": dict(trees),
+    doc: dict = {"count": args.count, "kind": "refresh" if args.refresh else "new",
+                 "trees": {t[0]: t[1] for t in trees},
                  "rounds": rounds, "best_cpu_us_each": {k: min(x["cpu_us_each"] for x in v) for k, v in rounds.items()}}
     if args.against:
         b, a = doc["best_cpu_us_each"]["before"], doc["best_cpu_us_each"]["after"]
@@ -217,12 +230,14 @@ def main() -> int:
     print(json.dumps({k: v for k, v in doc.items() if k != "rounds"}, indent=1))
     sys.path.insert(0, str(HERE))
     from benchlib import save_json
-    save_json("register_shard" + ("-refresh" if args.refresh else ""), doc)
+    save_json("register_shard" + ("-refresh" if args.refresh else "") + ("-groups" if args.groups else ""), doc)
     return 0
 
 
-def _child(root: str, args, profile: bool = False) -> dict:
+def _child(root: str, args, profile: bool = False, pg=()) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", root, "--count", str(args.count)]
+    if pg:
+        cmd += ["--per-message", str(pg[0]), "--group", str(pg[1])]
     cmd += ["--refresh"] if args.refresh else []
     cmd += ["--profile"] if profile else []
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=root)

@@ -26,6 +26,7 @@ from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles import memtrim
 from roles import stream_resume
+from roles.coalesce import Coalescer
 from roles.ms_reload import Reload
 from roles.ms_store import RegistrationStore
 from roles.pullstate import pull_state
@@ -148,13 +149,13 @@ async def main(ctx: RoleContext) -> None:
     # registrant (addr, port) -> the local address its Map-Register reached: its
     # Map-Notify leaves from there (across hosts the send queue routes by it)
     arrived: dict = {}
-    flush_at_next_turn = False
 
     def on_register(_topic, _header, body) -> None:
         """Queue a worker's batch; the queue is committed as one group once the bus
-        loop yields (it dispatches up to DISPATCH_BURST queued messages first), or at
-        once when GROUP_MAX are waiting."""
-        nonlocal flush_at_next_turn
+        loop yields (it dispatches up to DISPATCH_BURST queued messages first) - or up
+        to a millisecond later while groups follow each other closely, so a steady
+        stream makes groups, not transactions of one (roles/coalesce.py) - or at once
+        when GROUP_MAX are waiting."""
         try:
             items = items_of(body)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -164,13 +165,11 @@ async def main(ctx: RoleContext) -> None:
         queued.extend(items)
         if len(queued) >= GROUP_MAX:
             commit_queued()
-        elif not flush_at_next_turn:
-            flush_at_next_turn = True
-            asyncio.get_running_loop().call_soon(commit_queued)
+        else:
+            coalesce.schedule()
 
     def commit_queued() -> None:
-        nonlocal flush_at_next_turn
-        flush_at_next_turn = False
+        coalesce.flushed()
         if not queued:
             return
         items = queued[:]
@@ -181,6 +180,8 @@ async def main(ctx: RoleContext) -> None:
             ctx.counters.drop(f"handler-error.{type(exc).__name__}", f"group of {len(items)}: {exc!r}")
         finally:
             arrived.clear()
+
+    coalesce = Coalescer(commit_queued, time.monotonic)
 
     def commit_group(items: list) -> None:
         ctx.counters.inc("register.groups")

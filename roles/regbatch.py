@@ -3,21 +3,22 @@
 Every Map-Register reaching UDP 4342 goes through :class:`RegisterGate` in the
 worker (header, per-source budget, site, key, HMAC).  What fails is counted by
 reason and dropped here, so a flood of forged or unwanted Map-Registers costs the
-shards nothing.  What passes is queued per shard and published once per loop turn
-as one ``registers.received`` message (``docs/bus-protocol.md``), so the shard
-commits it as one group.  A shard that cannot keep up is protected by a bound on
+shards nothing.  What passes is queued per shard and published as one ``registers.received`` message
+(``docs/bus-protocol.md``) at the next loop turn, or up to a millisecond later while
+Map-Registers keep coming (:mod:`roles.coalesce`), so the shard commits it as one
+group.  A shard that cannot keep up is protected by a bound on
 what a worker queues per loop turn: beyond it Map-Registers are shed and counted
 (the ETRs retransmit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from bus import topics
 from common.machines.regedge import RegisterGate
 from common.machines.sites import SiteTable
+from roles.coalesce import Coalescer
 from roles.sites import policies, shard_for
 
 MAX_BATCH = 256          # Map-Registers per bus message
@@ -30,7 +31,7 @@ class RegisterBatcher:
         self.gate = RegisterGate(SiteTable(policies(cfg)), shard_for(cfg),
                                  rate=cfg.map_server.register_rate, burst=cfg.map_server.register_burst)
         self.pending: dict[int, list] = {}
-        self._scheduled = False
+        self.coalesce = Coalescer(self.flush, time.monotonic)
 
     def offer(self, data: bytes, src: tuple, local: str | None = None) -> bool:
         """Gate and queue one Map-Register that reached ``local`` (the address its
@@ -49,13 +50,12 @@ class RegisterBatcher:
         c.inc("punted.map-register")
         if len(q) >= MAX_BATCH:
             self._flush_shard(shard)
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self.coalesce.schedule()
         return True
 
     def flush(self) -> None:
-        self._scheduled = False
+        self.coalesce.flushed()
         for shard in list(self.pending):
             self._flush_shard(shard)
 
