@@ -17,11 +17,11 @@ import time
 
 import pytest
 
-from common.wire.messages import MapReply, decode_message
 from roles.ms_store import RegistrationStore
 from tests.integration.harness import FAST_TIMERS, SECRET, Node, poll, udp_exchange
 from tests.integration.test_replica_restart import BODY, bulk_node, bulk_value
-from tests.unit.msfixtures import ecm_request, register
+from tests.integration.test_replica_restart import answer as answer_at
+from tests.unit.msfixtures import register
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,9 @@ def host(eid: str) -> str:
 
 
 def answer(eid: str, timeout: float = 0.5):
-    """The mask length and locator count of the first record of the reply for an
-    address inside ``eid``, or None (no reply)."""
-    r = udp_exchange(MR, lambda port: ecm_request(host(eid), itr="127.0.0.1", sport=port), timeout=timeout)
-    if r is None:
-        return None
-    m = decode_message(r)
-    assert isinstance(m, MapReply)
-    return m.records[0].mask_len, len(m.records[0].locators)
+    """:func:`~tests.integration.test_replica_restart.answer` for an address inside
+    ``eid``, asked of this node."""
+    return answer_at(host(eid), timeout, mr=MR)
 
 
 def send_register(specs, nonce: int, ttl: int = 1440) -> float:

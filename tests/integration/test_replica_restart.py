@@ -83,9 +83,9 @@ def node():
     yield from bulk_node(Node("restart", RLOC, BODY, timers=TIMERS), BULK, 2, 120)
 
 
-def answer(eid: str, timeout: float = 0.5):
+def answer(eid: str, timeout: float = 0.5, mr: tuple = MR):
     """The mask length and locator count of the first record of the reply, or None."""
-    r = udp_exchange(MR, lambda port: ecm_request(eid, itr="127.0.0.1", sport=port), timeout=timeout)
+    r = udp_exchange(mr, lambda port: ecm_request(eid, itr="127.0.0.1", sport=port), timeout=timeout)
     if r is None:
         return None
     m = decode_message(r)
