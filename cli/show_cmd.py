@@ -12,11 +12,14 @@ process's heartbeat for counters.
 from __future__ import annotations
 
 import json
+import sys
 
 from bus import topics
 from cli.busquery import collect, query
 from cli.common import UserError
 from cli.remote import own_host
+from common.wire.eidtext import EidSpecError, parse_eidspec
+from roles.ms_show import LIMIT_DEFAULT, LIMIT_MAX
 from cli.ops_cmd import add_config_option, load_config
 
 WHAT = ("registrations", "sites", "map-cache", "seeds", "members")
@@ -25,6 +28,11 @@ WHAT = ("registrations", "sites", "map-cache", "seeds", "members")
 def register(sub) -> None:
     p = sub.add_parser("show", help="show registrations, sites, the map-cache, DNS seeds or push-group members")
     p.add_argument("what", choices=WHAT)
+    p.add_argument("eid", nargs="?", metavar="EID-PREFIX",
+                   help="registrations: only those inside this prefix, e.g. 10.0.0.0/8 or [7]2001:db8::/32")
+    p.add_argument("--site", help="registrations: only this site's")
+    p.add_argument("--limit", type=int, default=LIMIT_DEFAULT,
+                   help=f"registrations: at most this many (default {LIMIT_DEFAULT}, at most {LIMIT_MAX:,})")
     p.add_argument("--json", action="store_true")
     add_config_option(p)
     p.set_defaults(func=run_show)
@@ -35,17 +43,19 @@ def register(sub) -> None:
     c.set_defaults(func=run_counters)
 
 
-def _ms_answers(cfg, what: str) -> list:
+def _ms_answers(cfg, what: str, body: dict | None = None) -> list:
     n = cfg.count("map_server")
     if n == 0:
         raise UserError(f"node {cfg.node.name} runs no map_server", 1)
-    answers = query(cfg, "ms.query", {"what": what}, expect=n)
+    answers = query(cfg, "ms.query", dict(body or {}, what=what), expect=n)
     if len(answers) < n:
         raise UserError(f"only {len(answers)} of {n} map_server shards answered", 1)
     for a in answers:
         if "loading" in a:
             raise UserError(f"map_server shard {a.get('shard', '?')} is still reloading its store "
                             f"({a['loading']} registrations loaded so far); ask again shortly", 1)
+        if "error" in a:
+            raise UserError(f"map_server shard {a.get('shard', '?')} refused the query: {a['error']}", 2)
     return sorted(answers, key=lambda a: a["shard"])
 
 
@@ -125,33 +135,78 @@ def run_show(args) -> int:
                     ", ".join(f"{r['address']} {r['priority']}/{r['weight']}" for r in e["rlocs"])
                 print(f"{e['eid']:<32} expires in {e['expires_in']:>8.0f}s  {kind}")
         return 0
-    answers = _ms_answers(cfg, args.what)
+    if args.what != "registrations" and (args.eid is not None or args.site is not None):
+        raise UserError(f"an EID-prefix or --site filters registrations, not {args.what}", 2)
     if args.what == "sites":
-        sites = [s for a in answers for s in a["sites"]]
+        sites = [s for a in _ms_answers(cfg, "sites") for s in a["sites"]]
         if args.json:
             print(json.dumps(sites))
         else:
             for s in sites:
                 print("\n".join(site_text(s)))
         return 0
+    return show_registrations(cfg, args)
+
+
+def _registrations_query(cfg, args) -> dict:
+    """The ``ms.query`` filters of ``args``, checked here so a typo is not a bus round trip."""
+    if not 1 <= args.limit <= LIMIT_MAX:
+        raise UserError(f"--limit: {args.limit} is not in 1..{LIMIT_MAX}", 2)
+    body = {"limit": args.limit}
+    if args.eid is not None:
+        try:
+            parse_eidspec(args.eid)
+        except EidSpecError as exc:
+            raise UserError(f"EID-prefix: {exc}", 2) from None
+        body["eid"] = args.eid
+    if args.site is not None:
+        if args.site not in {s.name for s in cfg.sites}:
+            raise UserError(f"--site: no site {args.site!r} in the configuration", 2)
+        body["site"] = args.site
+    return body
+
+
+def _order(r: dict) -> tuple:
+    try:
+        e = parse_eidspec(r["eid"])
+    except EidSpecError:
+        return (2, r["eid"])
+    return (int(e.is_multicast), e.iid, e.address.version, int(e.address), e.length,
+            0 if e.group is None else int(e.group), r["site"])
+
+
+def show_registrations(cfg, args) -> int:
+    answers = _ms_answers(cfg, "registrations", _registrations_query(cfg, args))
     regs = []
     for a in answers:
         for r in a["registrations"]:
             rlocs = [{"address": x[0], "priority": x[1], "weight": x[2], "mpriority": x[3],
                       "mweight": x[4]} for x in r["rlocs"]]
             regs.append(dict(r, rlocs=rlocs))
-    regs.sort(key=lambda r: r["eid"])
+    regs.sort(key=_order)
+    more = len(regs) > args.limit or any(a.get("more") for a in answers)
+    regs = regs[:args.limit]
+    totals = [a.get("total") for a in answers]
+    total = sum(totals) if all(isinstance(t, int) for t in totals) else None
+    if more:
+        left = f"{total - len(regs):,} more" if total is not None else "more"
+        note = (f"{left} registrations not shown (at most {args.limit:,}): "
+                "narrow with an EID-prefix or --site, or raise --limit")
     if args.json:
         print(json.dumps(regs))
-    else:
-        if not regs:
-            print("no registrations")
-        for r in regs:
-            locs = ", ".join(f"{x['address']} {x['priority']}/{x['weight']}" for x in r["rlocs"])
-            if r.get("rle"):
-                locs += " rle[" + ", ".join(a for a, _ in r["rle"]) + "]"
-            print(f"{r['eid']:<32} site {r['site']:<10} expires in {r['expires_in']:>6.0f}s  "
-                  f"{'proxy ' if r['proxy_reply'] else ''}{locs}")
+        if more:
+            print(note, file=sys.stderr)
+        return 0
+    if not regs:
+        print("no registrations")
+    for r in regs:
+        locs = ", ".join(f"{x['address']} {x['priority']}/{x['weight']}" for x in r["rlocs"])
+        if r.get("rle"):
+            locs += " rle[" + ", ".join(a for a, _ in r["rle"]) + "]"
+        print(f"{r['eid']:<32} site {r['site']:<10} expires in {r['expires_in']:>6.0f}s  "
+              f"{'proxy ' if r['proxy_reply'] else ''}{locs}")
+    if more:
+        print(note)
     return 0
 
 

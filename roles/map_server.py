@@ -25,6 +25,7 @@ from bus.sendq import Datagram
 from common.wire.eidtext import format_eid
 from common.machines.mapserver import MapServer
 from roles import memtrim
+from roles import ms_show
 from roles import stream_resume
 from roles.coalesce import Coalescer
 from roles.ms_reload import Reload
@@ -266,26 +267,7 @@ async def main(ctx: RoleContext) -> None:
             ctx.bus.publish(reply, "ms.raw", {"shard": shard, "registers": [[r, round(left, 1)]
                                                                             for r, left in raws.items()]})
             return
-        # `decent show sites` asks for the sites only: no entry is built for them
-        entries = () if body.get("what") == "sites" else ms.table.entries()
-        regs, per_site = [], ms.table.count_by_site()
-        for e in entries:
-            v = e.value
-            regs.append({"eid": format_eid(e.eid), "site": e.site, "rlocs": v["rlocs"],
-                         "rle": v.get("rle"), "ttl": e.ttl, "proxy_reply": e.proxy,
-                         "merge": e.merge, "xtr_id": v["xtr"], "registrant": e.registrant,
-                         "expires_in": round(ms.expires_in(e.key, now) or 0.0, 1)})
-        sites = []
-        for s in ms.sites.values():
-            st = ms.stats.get(s.name, {})
-            last = st.get("last_accepted")
-            sites.append({"name": s.name, "nonce_policy": s.nonce_policy, "shard": shard,
-                          "prefixes": [[format_eid(p), more] for p, more in s.prefixes],
-                          "registrations": per_site.get(s.name, 0),
-                          "last_accepted": None if last is None else
-                          {"ago": round(now - last["at"], 1), "from": last["from"]},
-                          "refused": dict(st.get("refused", {}))})
-        ctx.bus.publish(reply, "ms.answered", {"shard": shard, "registrations": regs, "sites": sites})
+        ctx.bus.publish(reply, "ms.answered", ms_show.answer(ms, body, shard, now))
 
     async def timers() -> None:
         while True:

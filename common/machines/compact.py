@@ -422,25 +422,47 @@ class CompactTable:
     def within(self, prefix: Eid) -> list[tuple[Eid, list[Entry]]]:
         """Every stored unicast prefix equal to or inside ``prefix``, with its entries,
         in (network, length) order (for :class:`UnionTable`)."""
+        return [_pair(prefix.iid, es) for es in self._within(prefix, None)]
+
+    def iter_within(self, prefix: Eid | None, site: str | None = None):
+        """The entries inside ``prefix`` (None: all), lazily, unicast in (instance ID,
+        family, network, length) order, then (S,G); only ``site``'s when given, judged
+        on the shared item before any entry is built (``decent show registrations`` at
+        a million registrations builds only what it shows)."""
+        if prefix is None or not prefix.is_multicast:
+            tks = sorted(self._trees) if prefix is None else [_tk(prefix)]
+            for tk in tks:
+                whole = Eid(tk[0], IPv4Address(0) if tk[1] == 4 else IPv6Address(0), 0)
+                for es in self._within(whole if prefix is None else prefix, site):
+                    yield from es
+        if prefix is None or prefix.is_multicast:
+            for e in self._m.entries():
+                if (prefix is None or prefix.contains(e.eid)) and site in (None, e.site):
+                    yield e
+
+    def _within(self, prefix: Eid, site: str | None):
         tk = _tk(prefix)
         tree = self._trees.get(tk)
         if tree is None:
-            return []
+            return
         keys = self._sorted(tk)
         bits = _BITS[tk[1]]
         lo = int(prefix.address)
         hi = lo + (1 << (bits - prefix.length)) - 1
-        out = []
         i = bisect.bisect_left(keys, lo << 8)
         while i < len(keys) and keys[i] >> 8 <= hi:
             k = keys[i]
-            if k & 255 >= prefix.length:
-                net = k >> 8
-                addr = IPv4Address(net) if tk[1] == 4 else IPv6Address(net)
-                p = f"{format_address(addr)}/{k & 255}"
-                out.append(_pair(tk[0], self._entries(tk[0], p, tree[p])))
             i += 1
-        return out
+            if k & 255 < prefix.length:
+                continue
+            net = k >> 8
+            p = f"{format_address(IPv4Address(net) if tk[1] == 4 else IPv6Address(net))}/{k & 255}"
+            v = tree[p]
+            if site is not None:
+                v = tuple(it for it in _items(v) if self._item_fields(it)[0] == site)
+                if not v:
+                    continue
+            yield self._entries(tk[0], p, v)
 
     def _sorted(self, tk):
         keys = self._index.get(tk)

@@ -13,6 +13,7 @@ loaded on demand (the withdrawn registration is back)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -102,3 +103,24 @@ def test_a_reloading_shard_takes_map_registers_and_the_bulk_read_brings_nothing_
         assert st.db.execute("SELECT count(*) FROM registration").fetchone()[0] == BULK + 1
     finally:
         st.close()
+
+
+def test_show_registrations_at_400000_shows_what_it_is_asked_for(node):
+    """`decent show registrations` at 400,000: the shard lists at most --limit
+    (used to build every registration and miss the CLI's 3 s wait), inside an
+    EID-prefix when one is given, and says how many it did not show."""
+    held = node.counters()["map_server:0"]["registrations"]
+    assert held >= BULK
+    r = node.decent("show", "registrations", "--limit", "3")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 4, r
+    assert lines[3].startswith(f"{held - 3:,} more registrations not shown (at most 3)"), lines
+    r = node.decent("show", "registrations", "[0]10.128.5.0/24", "--json")
+    assert r.returncode == 0, r
+    want = [bulk_value(5 * 16 + j)[1]["eid"] for j in range(16)]          # in address order
+    assert [x["eid"] for x in json.loads(r.stdout)] == want and not r.stderr
+    r = node.decent("show", "registrations", "10.128.0.0/9", "--limit", "2", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 2
+    assert "more registrations not shown" in r.stderr
+    r = node.decent("show", "registrations", "10.128.0.0/33")
+    assert r.returncode == 2 and "EID-prefix" in r.stderr and "Traceback" not in r.stderr
