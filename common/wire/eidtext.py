@@ -40,7 +40,12 @@ def format_ipv6(addr: IPv6Address) -> str:
     groups becomes ``::`` (the first such run on a tie); a lone zero group stays
     ``0``; never a dotted-quad tail, so ``::ffff:1.2.3.4`` is ``::ffff:102:304``.
     """
-    value = int(addr)
+    return _v6_text(int(addr))
+
+
+@lru_cache(maxsize=1 << 16)
+def _v6_text(value: int) -> str:
+    """:func:`format_ipv6` of the address with integer ``value``, remembered."""
     groups = [(value >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
     best_start, best_len = -1, 1  # a run must beat length 1 to be compressed
     i = 0
@@ -69,11 +74,12 @@ def format_mac(mac: Mac) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def _ip_text(addr) -> str:
-    """IP address text, remembered: one registration formats its EID and RLOCs
-    several times (keys, stored values, the table), and RLOCs repeat across
-    registrations; ``ipaddress``'s own formatting is slow."""
-    return str(addr) if isinstance(addr, IPv4Address) else format_ipv6(addr)
+def _v4_text(n: int) -> str:
+    """Dotted quad of the IPv4 address with integer ``n``, remembered: one
+    registration formats its EID and RLOCs several times (keys, stored values, the
+    table), and RLOCs repeat across registrations.  Keyed by the integer, not the
+    address object: ``ipaddress``'s own hash and formatting are slow."""
+    return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
 def format_address(addr: object) -> str:
@@ -84,8 +90,15 @@ def format_address(addr: object) -> str:
     types only ever shown to people (AFI list, RLE, opaque) get a stable,
     readable form.  Raises ``TypeError`` for an object that is not an address.
     """
-    if isinstance(addr, (IPv4Address, IPv6Address)):
-        return _ip_text(addr)
+    t = type(addr)
+    if t is IPv4Address:
+        return _v4_text(int(addr))
+    if t is IPv6Address:
+        return _v6_text(int(addr))
+    if isinstance(addr, IPv4Address):
+        return _v4_text(int(addr))
+    if isinstance(addr, IPv6Address):
+        return _v6_text(int(addr))
     if isinstance(addr, Mac):
         return format_mac(addr)
     if isinstance(addr, DistinguishedName):

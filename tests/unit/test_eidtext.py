@@ -76,6 +76,17 @@ def test_format_ipv6_matches_ipaddress_where_it_is_5952(addr):
 # ---------------------------------------------------------------------------
 # format_address / format_eid
 
+@settings(max_examples=300)
+@given(st.integers(0, (1 << 32) - 1), ipv6_addresses)
+def test_address_text_is_the_same_whether_remembered_or_not(n, v6):
+    """The text is remembered by (family, integer): an IPv4 address and an IPv6
+    address of the same integer never share one, a repeat gives the same text."""
+    for _ in range(2):
+        assert format_address(IPv4Address(n)) == str(IPv4Address(n))
+        assert format_address(IPv6Address(n)) == _reference_5952(IPv6Address(n))
+        assert format_address(v6) == _reference_5952(v6)
+
+
 def test_format_address_kinds():
     assert format_address(IPv4Address("10.1.2.3")) == "10.1.2.3"
     assert format_address(IPv6Address("::ffff:1.2.3.4")) == "::ffff:102:304"
