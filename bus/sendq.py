@@ -8,10 +8,16 @@ bus's PUSH).  ZeroMQ's PUSH hands each message to exactly one connected PULL pee
 once: a datagram queued to a worker that dies is lost, and the LISP exchange it
 belongs to retransmits.
 
-Message: pairs of frames, ``[meta, payload, meta, payload, ...]`` (one pair per
-datagram; a producer may batch many datagrams into one message); ``meta`` is msgpack
-``[version, dst_addr, dst_port, src_addr or nil]`` (addresses as text), ``payload``
-the UDP payload as is.
+Message, one of two forms:
+
+- packed (what :meth:`SendQueue.send_many` sends): ONE frame, msgpack ``[2, [dst_addr,
+  dst_port, src_addr or nil, payload, dst_addr, ...]]``, four items per datagram.  A
+  shard's group commit queues up to 1,024 Map-Notifies at once: as pairs of frames
+  that was 2,048 ZeroMQ frames, each costing ~3 us to send and again to receive in
+  Python (issue 10, bench/README.md 2f); one frame costs almost nothing per datagram;
+- pairs of frames, ``[meta, payload, meta, payload, ...]`` (one pair per datagram);
+  ``meta`` is msgpack ``[1, dst_addr, dst_port, src_addr or nil]`` (addresses as
+  text), ``payload`` the UDP payload as is (:func:`encode`; still read).
 
 A node across hosts (docs/bus-protocol.md section 7) routes by ``src_addr``: a
 datagram must leave from the host that owns its source address (a Map-Notify from
@@ -26,8 +32,7 @@ a satellite's to that satellite's workers, each datagram still sent once.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, NamedTuple, Sequence
 
 import msgpack
 import zmq
@@ -37,14 +42,15 @@ from bus.counters import RoleCounters
 from bus.endpoints import Endpoints
 
 SENDQ_VERSION = 1
+PACKED_VERSION = 2      # the one-frame form
 
 
 class SendqError(ValueError):
     """A send-queue message that cannot be read."""
 
 
-@dataclass(frozen=True, slots=True)
-class Datagram:
+class Datagram(NamedTuple):
+    """One datagram to send (a named tuple: built for every Map-Notify, cheaply)."""
     dst_addr: str
     dst_port: int
     payload: bytes
@@ -68,17 +74,63 @@ def encode(d: Datagram) -> list[bytes]:
     return [meta, d.payload]
 
 
+def encode_packed(datagrams: Sequence[Datagram]) -> list[bytes]:
+    """Datagrams as one message of the packed form: one frame."""
+    flat: list = []
+    for d in datagrams:
+        flat += (d.dst_addr, d.dst_port, d.src_addr, d.payload)
+    return [_packb([PACKED_VERSION, flat])]
+
+
 def decode(frames: Sequence[bytes]) -> Datagram:
+    if len(frames) == 1:
+        got = decode_many(frames)
+        if len(got) == 1:
+            return got[0]
+        raise SendqError(f"expected 1 datagram, got {len(got)}")
     if len(frames) != 2:
         raise SendqError(f"expected 2 frames, got {len(frames)}")
     return _decode_pair(frames[0], frames[1])
 
 
 def decode_many(frames: Sequence[bytes]) -> list[Datagram]:
-    """Every datagram of a (batched) message."""
+    """Every datagram of a (batched) message, of either form."""
+    if len(frames) == 1:
+        flat = _packed_items(frames[0])
+        return [_datagram(flat[i], flat[i + 1], flat[i + 3], flat[i + 2]) for i in range(0, len(flat), 4)]
     if not frames or len(frames) % 2:
         raise SendqError(f"expected pairs of frames, got {len(frames)}")
     return [_decode_pair(frames[i], frames[i + 1]) for i in range(0, len(frames), 2)]
+
+
+def count(frames: Sequence[bytes]) -> int:
+    """How many datagrams a message of either form holds (for counters)."""
+    if len(frames) == 1:
+        try:
+            return len(_packed_items(frames[0])) // 4
+        except SendqError:
+            return 0
+    return len(frames) // 2
+
+
+def _packed_items(frame: bytes) -> list:
+    """The flat item list of a packed frame (four per datagram, not yet checked)."""
+    try:
+        msg = msgpack.unpackb(frame, raw=False)
+    except Exception as exc:
+        raise SendqError(f"packed: bad msgpack ({type(exc).__name__})") from None
+    if not isinstance(msg, list) or len(msg) != 2 or msg[0] != PACKED_VERSION or type(msg[0]) is not int \
+            or not isinstance(msg[1], list) or len(msg[1]) % 4:
+        raise SendqError("packed: expected [2, [dst_addr, dst_port, src_addr, payload, ...]]")
+    return msg[1]
+
+
+def _datagram(dst, port, payload, src) -> Datagram:
+    if not isinstance(dst, str) or isinstance(port, bool) or not isinstance(port, int) \
+            or not 0 < port < 65536 or not (src is None or isinstance(src, str)) \
+            or not isinstance(payload, bytes):
+        raise SendqError("bad address, port or payload")
+    return Datagram(dst, port, payload, src)
 
 
 def _decode_pair(meta_frame: bytes, payload: bytes) -> Datagram:
@@ -98,7 +150,18 @@ def _decode_pair(meta_frame: bytes, payload: bytes) -> Datagram:
 def split_by_source(frames: Sequence[bytes], remote: "dict[str, str]") -> "dict[str | None, list[bytes]]":
     """A message's pairs grouped by the host that must send them: ``remote`` maps a
     satellite's source address to its host; every other datagram (no source address,
-    or one of this host's) goes under ``None``.  Order is kept within each group."""
+    or one of this host's) goes under ``None``.  Order is kept within each group; each
+    group is a message of the form the message had."""
+    if len(frames) == 1:
+        flat = _packed_items(frames[0])
+        quads: dict[str | None, list] = {}
+        for i in range(0, len(flat), 4):
+            src = flat[i + 2]
+            host = remote.get(src) if isinstance(src, str) else None
+            quads.setdefault(host, []).extend(flat[i:i + 4])
+        if len(quads) == 1:
+            return {next(iter(quads)): list(frames)}
+        return {host: [_packb([PACKED_VERSION, q])] for host, q in quads.items()}
     if not frames or len(frames) % 2:
         raise SendqError(f"expected pairs of frames, got {len(frames)}")
     out: dict[str | None, list[bytes]] = {}
@@ -150,11 +213,8 @@ class SendQueue:
             s.setsockopt(zmq.LINGER, 500)
             self._endpoints.connect(s, self._endpoints.sendq_in)
             self._push = s
-        frames: list[bytes] = []
-        for d in datagrams:
-            frames += encode(d)
         try:
-            self._push.send_multipart(frames, zmq.NOBLOCK)
+            self._push.send(encode_packed(datagrams)[0], zmq.NOBLOCK)
         except zmq.Again:
             self._counters.drop("sendq-full", f"{len(datagrams)} datagram(s), e.g. to {datagrams[0].dst_addr}")
             return False
@@ -180,6 +240,20 @@ class SendQueue:
 
     async def recv(self) -> Datagram:
         """The next datagram for this worker to send (malformed ones are dropped)."""
+        if not self._ready:
+            await self._fill()
+        return self._ready.popleft()
+
+    async def recv_many(self) -> list[Datagram]:
+        """Every datagram ready for this worker, in order: at least one (those of
+        the next message when none is left over)."""
+        if not self._ready:
+            await self._fill()
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    async def _fill(self) -> None:
         if self._pull is None:
             s = self._zctx.socket(zmq.DEALER if self._hello is not None else zmq.PULL)
             s.setsockopt(zmq.RCVHWM, self._hwm)
@@ -193,7 +267,6 @@ class SendQueue:
                 self._ready.extend(decode_many(frames))
             except SendqError as exc:
                 self._counters.drop("bad-sendq", str(exc))
-        return self._ready.popleft()
 
     def __aiter__(self) -> AsyncIterator[Datagram]:
         return self._iterate()

@@ -254,7 +254,7 @@ class TcpBridge:
                     try:
                         local.send_multipart(part, zmq.NOBLOCK)
                     except zmq.Again:
-                        c.drop("sendq-full", f"{len(part) // 2} datagram(s): no local worker pulling")
+                        c.drop("sendq-full", f"{sendq.count(part)} datagram(s): no local worker pulling")
                     continue
                 for ident in self.routes.peers(host):
                     try:
@@ -266,10 +266,10 @@ class TcpBridge:
                             raise
                         self.routes.gone(ident)        # disconnected: forget it
                         continue
-                    c.inc("tcp.sendq.relayed", len(part) // 2)
+                    c.inc("tcp.sendq.relayed", sendq.count(part))
                     break
                 else:
-                    c.drop("sendq-host-down", f"{len(part) // 2} datagram(s) to leave from {host}: "
+                    c.drop("sendq-host-down", f"{sendq.count(part)} datagram(s) to leave from {host}: "
                                               f"no worker of that host connected, or all full")
             arouter.poke()
             c.set("tcp.sendq.peers", self.routes.count())

@@ -329,16 +329,23 @@ async def main(ctx: RoleContext) -> None:
     ctx.every(1.0, ctx.sendq.hello, name="sendq-hello")
 
     async def send_queued() -> None:
-        async for d in ctx.sendq:
-            tr = transports.get(d.src_addr) if d.src_addr else None
-            if tr is None:
-                v6 = ":" in d.dst_addr
-                tr = next((x for a, x in transports.items() if (":" in a) == v6), None)
-            if tr is None:
-                ctx.counters.drop("sendq-no-socket", f"no RLOC of the family of {d.dst_addr}")
-                continue
-            tr.sendto(d.payload, (d.dst_addr, d.dst_port))
-            ctx.counters.inc("sendq.sent")
+        # a message's datagrams at once (a shard's group commit queues its Map-Notifies
+        # as one message), not one loop turn each
+        recv_many, inc = ctx.sendq.recv_many, ctx.counters.inc
+        while True:
+            sent = 0
+            for d in await recv_many():
+                tr = transports.get(d.src_addr) if d.src_addr else None
+                if tr is None:
+                    v6 = ":" in d.dst_addr
+                    tr = next((x for a, x in transports.items() if (":" in a) == v6), None)
+                if tr is None:
+                    ctx.counters.drop("sendq-no-socket", f"no RLOC of the family of {d.dst_addr}")
+                    continue
+                tr.sendto(d.payload, (d.dst_addr, d.dst_port))
+                sent += 1
+            if sent:
+                inc("sendq.sent", sent)
 
     ctx.spawn(send_queued(), name="sendq")
 
