@@ -26,6 +26,8 @@ from common.machines.sites import SiteTable
 
 _HDR = struct.Struct("!IQBBH")       # word 0, nonce, key id, alg id, auth length
 _REC = 10                            # record bytes before the EID-prefix AFI
+_ALEN = {1: 6, 2: 18}                # AFI -> its bytes with the address (IPv4, IPv6)
+MEMO_MAX = 65_536                    # remembered first-record lookups
 
 
 class SourceBudget:
@@ -59,6 +61,10 @@ class RegisterGate:
         self.sites = sites
         self.shard_for = shard_for or (lambda _name: 0)
         self.budget = SourceBudget(rate, burst)
+        # (mask-len, AFI and address bytes, key ID) of a first record whose EID is a
+        # plain IPv4 or IPv6 address -> (site or None, its key of that ID or None):
+        # what decoding the EID and looking it up gave (refreshes repeat it).  Bounded.
+        self._memo: dict[bytes, tuple] = {}
 
     def check(self, data: bytes, src: tuple, now: float) -> tuple:
         n = len(data)
@@ -74,19 +80,38 @@ class RegisterGate:
         if not self.budget.allow(src[0], now):
             return ("drop", "source-over-budget", src[0])
         off = 16 + auth_len
-        mask_len = data[off + 5]
-        try:
-            addr, _end = decode_address(data, off + _REC, n, "record[0].eid")
-            eid = eid_from_wire(addr, mask_len)
-        except (DecodeError, ValueError, TypeError) as exc:
-            return ("drop", "malformed.record.eid", str(exc))
-        site = self.sites.site_of(eid)
+        a = off + _REC
+        alen = _ALEN.get(data[a] << 8 | data[a + 1])
+        mk = (data[off + 5:off + 6] + data[a:a + alen] + data[12:13]
+              if alen is not None and a + alen <= n else None)
+        hit = self._memo.get(mk) if mk is not None else None
+        if hit is None:
+            hit = self._lookup(data, off, n, key_id)
+            if hit[0] == "drop":
+                return hit
+            if mk is not None:
+                if len(self._memo) >= MEMO_MAX:
+                    self._memo.clear()
+                self._memo[mk] = hit
+        site, key = hit
         if site is None:
-            return ("drop", "no-site", str(eid))
-        key = site.key(key_id)
+            return ("drop", "no-site", key)
         if key is None or key.alg_id != alg:
             return ("drop", "auth-key-mismatch", site.name)
         coverage = verify_coverage(data, key.secret, allow_none=(key.alg_id == 0))
         if coverage is None:
             return ("drop", "auth-failure", site.name)
         return ("punt", self.shard_for(site.name), coverage)
+
+    def _lookup(self, data: bytes, off: int, n: int, key_id: int) -> tuple:
+        """(site, key of ``key_id``) of the first record's EID, (None, EID text)
+        outside every site, or a drop when the EID cannot be read."""
+        try:
+            addr, _end = decode_address(data, off + _REC, n, "record[0].eid")
+            eid = eid_from_wire(addr, data[off + 5])
+        except (DecodeError, ValueError, TypeError) as exc:
+            return ("drop", "malformed.record.eid", str(exc))
+        site = self.sites.site_of(eid)
+        if site is None:
+            return (None, str(eid))
+        return (site, site.key(key_id))
