@@ -65,6 +65,7 @@ class RegisterGate:
         # plain IPv4 or IPv6 address -> (site or None, its key of that ID or None):
         # what decoding the EID and looking it up gave (refreshes repeat it).  Bounded.
         self._memo: dict[bytes, tuple] = {}
+        self._shards: dict[str, int] = {}      # site name -> its shard
 
     def check(self, data: bytes, src: tuple, now: float) -> tuple:
         n = len(data)
@@ -101,7 +102,10 @@ class RegisterGate:
         coverage = verify_coverage(data, key.secret, allow_none=(key.alg_id == 0))
         if coverage is None:
             return ("drop", "auth-failure", site.name)
-        return ("punt", self.shard_for(site.name), coverage)
+        shard = self._shards.get(site.name)
+        if shard is None:         # (a hash of the name: once per configured site)
+            shard = self._shards[site.name] = self.shard_for(site.name)
+        return ("punt", shard, coverage)
 
     def _lookup(self, data: bytes, off: int, n: int, key_id: int) -> tuple:
         """(site, key of ``key_id``) of the first record's EID, (None, EID text)

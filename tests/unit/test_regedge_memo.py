@@ -72,3 +72,13 @@ def test_what_the_gate_remembers_is_bounded(monkeypatch):
         eid = f"[0]10.1.{i >> 8}.{i & 255}/32"
         assert g.check(register([eid]), SRC, 0)[0] == "punt"
         assert len(g._memo) <= 50
+
+
+def test_the_shard_of_a_site_is_computed_once():
+    calls = []
+    g = RegisterGate(SiteTable(SITES), lambda name: calls.append(name) or {"site-a": 0, "site-b": 1}[name],
+                     rate=1e9, burst=1e9)
+    for n in range(1, 4):
+        assert g.check(register(["[0]10.1.0.0/16"], nonce=n), SRC, 0) == ("punt", 0, "all")
+        assert g.check(register(["[0]10.2.0.0/16"], nonce=n, key=b"b-secret"), SRC, 0) == ("punt", 1, "all")
+    assert calls == ["site-a", "site-b"]
