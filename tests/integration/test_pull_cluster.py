@@ -21,7 +21,7 @@ from common.decent.hash import LookupRange, decent_index
 from common.wire.eidtext import format_eid, parse_eidspec
 from common.wire.messages import MapReply, decode_message
 from tests.integration.dnsserver import DnsServer, require_dnsmasq
-from tests.integration.harness import Node, poll, udp_exchange
+from tests.integration.harness import Node, down_all, in_parallel, poll, udp_exchange, up_all
 from tests.unit.msfixtures import ecm_request
 
 pytestmark = pytest.mark.integration
@@ -132,17 +132,18 @@ class Cluster:
         return decent_index(parse_eidspec(prefix), MODULUS, self.mode, self.mask, self.ranges)
 
     def up(self) -> None:
-        for n in self.nodes.values():
-            n.up()
+        up_all(self.nodes.values())
 
     def down(self) -> None:
-        for n in self.nodes.values():
-            n.down()
-        self.dns.close()
+        try:
+            down_all(self.nodes.values())
+        finally:
+            self.dns.close()
 
     def stored(self) -> dict:
-        """node -> set of registered EID prefixes."""
-        return {k: {r["eid"] for r in n.registrations()} for k, n in self.nodes.items()}
+        """node -> set of registered EID prefixes (the nodes asked at once)."""
+        got = in_parallel(lambda n: n.registrations(), self.nodes.values())
+        return {k: {r["eid"] for r in regs} for k, regs in zip(self.nodes, got)}
 
     def placement_ok(self, sets: dict, alive=None) -> bool:
         stored = self.stored()
@@ -251,8 +252,8 @@ def test_a_node_with_another_modulus_is_refused_and_counted(prefix_cluster):
         # its ETR registers where modulus 5 says; nodes serving other indexes refuse
         def refused():
             total = 0
-            for n in c.nodes.values():
-                ms = n.counters().get("map_server:0", {})
+            for counters in in_parallel(lambda n: n.counters(), c.nodes.values()):
+                ms = counters.get("map_server:0", {})
                 total += sum(v for k, v in ms.items() if "index-not-served" in k)
             return total
         poll(refused, 30, 0.5, what="mismatched registrations refused and counted")

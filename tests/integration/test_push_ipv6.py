@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from common.wire.messages import MapReply, decode_message
-from tests.integration.harness import Node, poll, udp_exchange
+from tests.integration.harness import Node, down_all, poll, udp_exchange, up_all
 from tests.unit.msfixtures import ecm_request
 
 pytestmark = pytest.mark.integration
@@ -93,8 +93,7 @@ def answered(node_addr: str, host: str) -> bool:
 def test_ipv6_group_every_member_answers_every_eid(v6_addresses):
     nodes = [Node(f"p6n{k}", ADDRS[k - 1], body(k), timers=TIMERS) for k in (1, 2, 3)]
     try:
-        for n in nodes:
-            n.up()
+        up_all(nodes)
         t0 = time.monotonic()
         poll(lambda: all(answered(a, f"2001:db8:50:{k}::9") for a in ADDRS for k in (1, 2, 3)), 30, 0.3,
              what="every member answers every EID")
@@ -102,5 +101,4 @@ def test_ipv6_group_every_member_answers_every_eid(v6_addresses):
         info = json.loads(nodes[2].decent("show", "members", "--json").stdout)
         assert info["group"] == GROUP and sorted(info["members"]) == sorted(ADDRS)
     finally:
-        for n in nodes:
-            n.down()
+        down_all(nodes)

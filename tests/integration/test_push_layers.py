@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from common.wire.messages import MapReply, decode_message
-from tests.integration.harness import Node, poll, udp_exchange
+from tests.integration.harness import Node, down_all, poll, udp_exchange, up_all
 from tests.unit.msfixtures import ecm_request
 
 pytestmark = pytest.mark.integration
@@ -82,8 +82,7 @@ def test_a_node_knowing_one_seed_joins_its_layer():
     nodes = {name: Node(name, r, body(g, s, e), timers=TIMERS) for name, (r, g, s, e) in spec.items()}
     newcomer = Node("la3", "127.0.52.13", body(LAYERS[1], [seed], "10.52.13.0/24"), timers=TIMERS)
     try:
-        for n in nodes.values():
-            n.up()
+        up_all(nodes.values())
         # the core holds both layers' membership
         def core_knows():
             rles: dict = {}
@@ -105,6 +104,4 @@ def test_a_node_knowing_one_seed_joins_its_layer():
         # layers stay apart: layer 2's EIDs are not in layer 1
         assert not answered("127.0.52.13", "10.52.21.5")
     finally:
-        newcomer.down()
-        for n in nodes.values():
-            n.down()
+        down_all([newcomer, *nodes.values()])
