@@ -24,9 +24,23 @@ SEND_LEN = {ALG_NONE: 0, ALG_HMAC_SHA1_96: 20, ALG_HMAC_SHA256_128: 32}
 ACCEPT_LEN = {ALG_NONE: (0,), ALG_HMAC_SHA1_96: (12, 20), ALG_HMAC_SHA256_128: (16, 32)}
 
 
+_KEYED: dict = {}       # (alg, key) -> an HMAC object keyed and fed nothing yet
+KEYED_MAX = 4096
+
+
 def mac(alg: int, key: bytes, data: bytes) -> bytes:
-    """The full HMAC of ``data`` under algorithm ``alg``."""
-    return hmac.new(key, data, _DIGEST[alg]).digest()
+    """The full HMAC of ``data`` under algorithm ``alg``.  A copy of an HMAC object
+    already keyed (remembered per key, bounded) costs less than keying one for every
+    message: ~3.0 vs ~4.3 us for a Map-Register (issue 10: one per Map-Register at the
+    edge gate, one per Map-Notify in the shard)."""
+    base = _KEYED.get((alg, key))
+    if base is None:
+        if len(_KEYED) >= KEYED_MAX:
+            _KEYED.clear()
+        base = _KEYED[(alg, key)] = hmac.new(key, digestmod=_DIGEST[alg])
+    h = base.copy()
+    h.update(data)
+    return h.digest()
 
 
 _mac = mac
