@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from common.config_read import ConfigError, _list, _str, _Table
+
 PORTS = 5                      # listen port P .. P+4
 # An ETR or ITR on a satellite gets its host's datagrams on host-qualified topics
 # (rx.map-notify.<host>, ...), so it never takes another ETR's messages.
@@ -96,7 +98,6 @@ def is_z85_key(text: str) -> bool:
 
 
 def _tcp(v: Any, path: str) -> TcpAddr:
-    from common.config import ConfigError, _str
     s = _str(v, path).strip()
     if s.startswith("ipc://"):
         raise ConfigError(path, "ipc:// is the default on one host; give a tcp:// endpoint here "
@@ -113,7 +114,6 @@ def _tcp(v: Any, path: str) -> TcpAddr:
 
 def _file(base_dir: str) -> Any:
     def conv(v: Any, path: str) -> str:
-        from common.config import ConfigError, _str
         s = _str(v, path)
         if not s:
             raise ConfigError(path, "empty file name")
@@ -123,14 +123,12 @@ def _file(base_dir: str) -> Any:
 
 def _key_or_file(base_dir: str) -> Any:
     def conv(v: Any, path: str) -> str:
-        from common.config import _str
         s = _str(v, path).strip()
         return s if is_z85_key(s) else _file(base_dir)(s, path)
     return conv
 
 
 def _instance(v: Any, path: str) -> tuple[str, int]:
-    from common.config import ConfigError, _str
     s = _str(v, path)
     role, sep, num = s.partition(":")
     if role not in SATELLITE_ROLES or not sep or not num.isdigit() or int(num) > 255:
@@ -141,8 +139,6 @@ def _instance(v: Any, path: str) -> tuple[str, int]:
 
 
 def parse_bus(data: Any, base_dir: str) -> BusSection:
-    from common.config import ConfigError, _list, _str, _Table
-
     t = _Table(data, "bus", ("listen", "connect", "secret_key_file", "server_key",
                              "allowed_keys", "allowed_keys_dir", "host", "run"))
     listen = t.get("listen", _tcp, None)

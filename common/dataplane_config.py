@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Any
 
+from common.config_read import ConfigError, _bool, _int, _list, _str, _Table
+
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 
 
@@ -55,8 +57,6 @@ EMPTY = DataplaneSection(1500, True, True, True, None, 4, ())
 
 
 def parse_dataplane(data: Any) -> DataplaneSection:
-    from common.config import ConfigError, _bool, _int, _list, _str, _Table
-
     t = _Table(data, "dataplane", ("underlay_mtu", "nonce", "locator_status", "instance_id",
                                    "native_interface", "miss_queue", "interface"))
 
