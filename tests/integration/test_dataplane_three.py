@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.integration.harness import poll
+from tests.integration.harness import down_all, poll, up_all
 from tests.integration.netns import NsNode, Topology, need_root
 from tests.integration.test_dataplane import body
 
@@ -27,16 +27,14 @@ def net3():
         topo.create()
         for k in (1, 2, 3):
             nodes.append(NsNode(topo.ns(f"n{k}"), f"dq{k}", f"172.16.{k}.2", body(k, nodes=3)))
-        for n in nodes:
-            n.up()
+        up_all(nodes)
         for n in nodes:
             poll(n.all_running, 30, what=f"{n.name}: every role RUNNING")
         for k in (1, 2, 3):
             nodes[0].wait_lig(f"10.{k}.0.2", f"[0]10.{k}.0.0/24", timeout=30)
         yield topo, nodes
     finally:
-        for n in nodes:
-            n.down()
+        down_all(nodes)
         topo.destroy()
 
 
