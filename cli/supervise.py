@@ -36,7 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 STARTSECS = 1          # running this long counts as started
 STARTRETRIES = 1000    # supervisord gives up after this many quick failures in a row
-STOPWAITSECS = 10      # SIGTERM, then SIGKILL to the process group after this long
 RPC_TIMEOUT = 60.0     # socket timeout; longer than any wait=True call we make
 UNIX_PATH_MAX = 107    # sun_path, minus the NUL
 
@@ -140,7 +139,7 @@ def render(cfg: NodeConfig, config_path: str, python: str | None = None) -> str:
             f"startsecs={STARTSECS}",
             f"startretries={STARTRETRIES}",
             "stopsignal=TERM",
-            f"stopwaitsecs={STOPWAITSECS}",
+            f"stopwaitsecs={cfg.timers.stop_wait}",   # SIGTERM, then SIGKILL to the group
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",

@@ -96,7 +96,8 @@ TIMER_DEFAULTS: dict[str, float] = {
     "snapshot_timeout": 5.0,           # a reader re-asks for a snapshot after this long
     "unsolicited_notify_retry": 3.0,   # Map-Server re-sends an unacknowledged Map-Notify
 }
-INT_TIMERS = {"map_request_max_retries": 10}
+INT_TIMERS = {"map_request_max_retries": 10,
+              "stop_wait": 10}   # supervisord: SIGTERM, then SIGKILL after this many seconds
 # restart_grace defaults to registration_lifetime (DESIGN.md section 5)
 
 
@@ -150,6 +151,7 @@ class Timers:
     restart_grace: float
     snapshot_timeout: float
     unsolicited_notify_retry: float
+    stop_wait: int = INT_TIMERS["stop_wait"]
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,7 @@ def _timers(data: Any) -> Timers:
     v: dict[str, Any] = {k: t.get(k, _seconds, d) for k, d in TIMER_DEFAULTS.items()}
     v["map_request_max_retries"] = t.get("map_request_max_retries", _int(0, 1000),
                                          INT_TIMERS["map_request_max_retries"])
+    v["stop_wait"] = t.get("stop_wait", _int(1, 3600), INT_TIMERS["stop_wait"])
     v["restart_grace"] = t.get("restart_grace", _seconds, v["registration_lifetime"])
 
     def order(short: str, long: str) -> None:

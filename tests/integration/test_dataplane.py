@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import poll
+from tests.integration.harness import down_all, poll, up_all
 from tests.integration.netns import NsNode, Topology, need_root, run
 
 pytestmark = pytest.mark.integration
@@ -113,8 +113,7 @@ def net():
         add_iid7_hosts(topo)
         for k in (1, 2):
             nodes.append(NsNode(topo.ns(f"n{k}"), f"dp{k}", f"172.16.{k}.2", body(k)))
-        for n in nodes:
-            n.up()
+        up_all(nodes)
         for n in nodes:
             poll(n.all_running, 30, what=f"{n.name}: every role RUNNING")
         for want in ("[0]10.1.0.0/24", "[0]10.2.0.0/24", "[0]fd00:2::/48", "[7]10.2.0.0/24",
@@ -123,8 +122,7 @@ def net():
             nodes[0].wait_lig(f"[{want[1]}]{addr}" if want.startswith("[7]") else addr, want, timeout=30)
         yield topo, nodes
     finally:
-        for n in nodes:
-            n.down()
+        down_all(nodes)
         topo.destroy()
 
 

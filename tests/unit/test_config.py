@@ -130,6 +130,19 @@ def test_timers_are_all_configurable_in_seconds():
     assert t.register_interval == 0.5 and t.registration_lifetime == 2.0
     assert t.restart_grace == 2.0  # follows the lifetime
     assert t.map_request_max_retries == 3
+    assert t.stop_wait == 10
+
+
+def test_stop_wait_is_supervisords_stopwaitsecs():
+    """timers.stop_wait: how long supervisord waits after SIGTERM before SIGKILL (a
+    hung role the watchdog stops, `decent down`); whole seconds, default 10."""
+    d = minimal()
+    d["timers"] = {"stop_wait": 2}
+    cfg = parse(d)
+    assert cfg.timers.stop_wait == 2
+    ini = _ini(supervise.render(cfg, "/etc/decent/x.toml"))
+    programs = [s for s in ini.sections() if s.startswith("program:")]
+    assert programs and all(ini[p]["stopwaitsecs"] == "2" for p in programs)
 
 
 def test_roles_tables_and_switches():
@@ -237,6 +250,8 @@ CASES = [
      "must be shorter than timers.registration_lifetime (180), not 200"),
     ("timers.heartbeat_interval", 10, "timers.heartbeat_interval",
      "must be shorter than timers.watchdog_timeout (10), not 10"),
+    ("timers.stop_wait", 0, "timers.stop_wait", "0 out of range 1..3600"),
+    ("timers.stop_wait", 2.5, "timers.stop_wait", "expected an integer, got a float"),
     ("roles.bus", True, "roles.bus", "bus always runs; remove this key"),
     ("roles.map_resolver", {"workers": 0}, "roles.map_resolver.workers", "0 out of range 1..256"),
     ("roles.map_resolver", 2, "roles.map_resolver",
@@ -441,7 +456,7 @@ def test_render_appliance():
     assert mr1["stdout_logfile"] == f"{state}/logs/map_resolver_1.log"
     for key, want in (("autorestart", "true"), ("startsecs", "1"), ("stopasgroup", "true"),
                       ("killasgroup", "true"), ("stopsignal", "TERM"),
-                      ("redirect_stderr", "true")):
+                      ("redirect_stderr", "true"), ("stopwaitsecs", "10")):
         assert mr1[key] == want
     assert int(mr1["startretries"]) >= 100
     prio = [int(ini[f"program:{p}"]["priority"]) for p in programs]
