@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.harness import SECRET, Node, pid_alive, poll, udp_exchange
+from tests.integration.harness import FAST_TIMERS, SECRET, Node, pid_alive, poll, udp_exchange
 from tests.unit.msfixtures import ecm_request, register
 
 pytestmark = pytest.mark.integration
@@ -74,9 +74,14 @@ EIDS = {"10.1.1.7": "[0]10.1.1.0/24", "2001:db8:1:1::7": "[0]2001:db8:1:1::/64",
         "[1000]10.2.1.7": "[1000]10.2.1.0/24"}
 
 
+# a hung (SIGSTOPped) role ignores the watchdog's SIGTERM: supervisord's SIGKILL comes
+# stop_wait s later (default 10)
+TIMERS = FAST_TIMERS + "stop_wait = 3\n"
+
+
 @pytest.fixture(scope="module")
 def node():
-    n = Node("itapp", RLOC, BODY)
+    n = Node("itapp", RLOC, BODY, timers=TIMERS)
     try:
         n.up()
         poll(n.all_running, 20, what="every role RUNNING")
@@ -85,6 +90,13 @@ def node():
         yield n
     finally:
         n.down()
+
+
+def replaced(n: Node, old: dict) -> bool:
+    """Every instance of ``old`` (instance -> its old pid) RUNNING with another pid
+    (one `decent status` for all of them)."""
+    st = n.status()
+    return all(st[k]["pid"] not in (None, pid) and st[k]["state"] == "RUNNING" for k, pid in old.items())
 
 
 def reg_keys(n: Node) -> set:
@@ -189,8 +201,7 @@ def test_hung_role_is_restarted_by_the_watchdog(node):
     victim = node.pid("itr:0")
     os.kill(victim, signal.SIGSTOP)
     try:
-        poll(lambda: node.status()["itr:0"]["pid"] not in (None, victim)
-             and node.status()["itr:0"]["state"] == "RUNNING", 30, what="watchdog restart")
+        poll(lambda: replaced(node, {"itr:0": victim}), 30, what="watchdog restart")
     finally:
         if pid_alive(victim):
             os.kill(victim, signal.SIGKILL)
@@ -223,8 +234,7 @@ def test_two_workers_both_answer_and_survive_one_killed(node):
         else:
             pytest.fail(f"request {i} unanswered after a retransmission")
     assert retransmitted <= 2
-    poll(lambda: node.status()["map_resolver:0"]["pid"] not in (None, victim)
-         and node.status()["map_resolver:0"]["state"] == "RUNNING", 20, what="worker restarted")
+    poll(lambda: replaced(node, {"map_resolver:0": victim}), 20, what="worker restarted")
 
 
 def test_bad_input_is_dropped_counted_and_survived(node):
@@ -258,16 +268,14 @@ ROLES = ["bus", "map_server", "map_resolver", "etr", "itr", "watchdog"]
 def test_role_restart_loses_nothing(node, role, how):
     regs_before = reg_keys(node)
     assert set(EIDS.values()) <= regs_before
-    instances = [k for k in node.status() if k.split(":")[0] == role]
-    old = {k: node.pid(k) for k in instances}
+    old = {k: v["pid"] for k, v in node.status().items() if k.split(":")[0] == role}
     if how == "restart":
         r = node.decent("restart", role)
         assert r.returncode == 0, r.stderr
     else:
         for pid in old.values():
             os.kill(pid, signal.SIGKILL)
-    poll(lambda: all(node.status()[k]["pid"] not in (None, old[k]) and node.status()[k]["state"] == "RUNNING"
-                     for k in instances), 30, what=f"{role} back")
+    poll(lambda: replaced(node, old), 30, what=f"{role} back")
     # answers correctly within a bounded time, nothing acknowledged is lost
     for eid, want in EIDS.items():
         node.wait_lig(eid, want, timeout=20)

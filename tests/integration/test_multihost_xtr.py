@@ -89,7 +89,13 @@ def test_every_map_notify_leaves_from_the_host_its_map_register_reached(xnet):
     _topo, nodes, _ = xnet
     settle()
     before = etr_counters(nodes[0])
-    time.sleep(10 * HB + 5)            # several register periods (2 s) of both ETRs
+
+    def periods_of_both() -> tuple | None:     # several register periods (2 s) of both ETRs
+        now = etr_counters(nodes[0])
+        enough = all(a.get("map-notify.accepted", 0) - b.get("map-notify.accepted", 0) >= 3
+                     for b, a in zip(before, now))
+        return now if enough else None
+    poll(periods_of_both, 30, 0.5, "three Map-Notifies accepted by each ETR")
     settle()
     after = etr_counters(nodes[0])
     for name, b, a in zip(("etr:0 (bus host)", "etr:1 (satellite)"), before, after):
