@@ -239,10 +239,13 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
                 tfile, b = tnew, base
             else:
                 b = base + 10 ** 9
-                # enough refreshes for the whole run: the registered ones, round after round
+                # enough refreshes for the whole run (each sealed one is sent once; the node
+                # has carried ~40,000/s): the registered ones, round after round
                 tfile = write_templates(BUILD / "reg-refresh.bin",
-                                        registers(args.count, b, cycle=max(1, sent_new)))
-            r = lispload_quiet(rloc, tfile, src=CLIENT, window=args.window, seconds=args.seconds,
+                                        registers(max(args.count, int(40000 * (args.seconds + 0.5))), b,
+                                                  cycle=max(1, sent_new)))
+            win = args.window if kind == "new" else args.refresh_window
+            r = lispload_quiet(rloc, tfile, src=CLIENT, window=win, seconds=args.seconds,
                                raw=True, base=b, sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000,
                                watch=watch, attempts=1)  # a sealed Map-Register is sent once
             if kind == "new":
@@ -252,7 +255,8 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
                                        "acked": r["received"], "p50_ms": ms(lat.get("p50")),
                                        "p99_ms": ms(lat.get("p99")), "cpu_pct": r["cpu_pct"],
                                        "raw": r}
-            log(f"    {label}, {kind:<8} window {args.window}: {r['reply_rate']:>8,.0f} Map-Notify/s "
+            res["saturation"][kind]["window"] = win
+            log(f"    {label}, {kind:<8} window {win}: {r['reply_rate']:>8,.0f} Map-Notify/s "
                 f"({r['received']}/{r['sent']} acknowledged; p50 {ms(lat.get('p50'))} ms) "
                 f"cpu {r['cpu_pct']}")
             if r["sent"] >= len(new) and kind == "new":
@@ -342,7 +346,13 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per load run")
     ap.add_argument("--count", type=int, default=30000, help="new registrations prepared")
     ap.add_argument("--window", type=int, default=1024,
-                    help="Map-Registers in flight at saturation (64 measured the round trip, not the node)")
+                    help="new Map-Registers in flight at saturation (64 measured the round trip, not the node)")
+    # refreshes: 1,024 in flight made shard groups of ~330-490 (of GROUP_MAX 1,024) while the
+    # rest of the window was in the other stages, and gave 0.65-0.8x of what 2,048-8,192 give
+    # (bench/README.md 2f); new registrations keep 1,024 (at ~3-6k/s, 4,096 would wait past
+    # lispload's 1 s timeout)
+    ap.add_argument("--refresh-window", type=int, default=4096,
+                    help="refresh Map-Registers in flight at saturation")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from register.json")
     ap.add_argument("--no-py-spy", action="store_true", help="skip the py-spy profile of the shard")
     args = ap.parse_args()
