@@ -40,7 +40,7 @@ from common.wire.datahdr import decapsulate_replica, encapsulate_replica
 from common.wire.errors import DecodeError
 from common.machines.itr import build_map_request_ecm
 from common.wire.messages import MapReply, decode_message
-from common.decent.push import group_eid, members_from_reply, members_of, replica_verdict
+from common.decent.push import HeldReplicas, group_eid, members_from_reply, members_of, replica_verdict
 from common.machines.regtable import RegistrationTable
 from roles.runtime import RoleContext, run_role
 from roles.sites import shard_for, site_lookup
@@ -84,6 +84,7 @@ async def main(ctx: RoleContext) -> None:
     table = RegistrationTable()
     looked_up: set[str] = set()
     state = {"members": [], "lookups": 0, "last_lookup": None, "snapshot": None}
+    held = HeldReplicas(max_age=cfg.timers.register_interval)
     site_of, shard_of_site = site_lookup(cfg), shard_for(cfg)
 
     def recompute(*_a) -> None:
@@ -95,6 +96,10 @@ async def main(ctx: RoleContext) -> None:
             state["members"] = new
             if added:  # the ETR re-registers at once, so new members learn our mappings
                 ctx.bus.publish(topics.DP_MEMBERS, "members.changed", {"members": new, "added": added})
+                # and what they replicated before we knew them is taken now
+                for sender, reg in held.release(added, time.monotonic()):
+                    why = take_replica(reg, sender)
+                    ctx.counters.inc("replicas.released" if not why else f"replicas.released-refused.{why}")
         ctx.counters.set("members", len(new))
 
     def on_set(k, v) -> None:
@@ -141,17 +146,27 @@ async def main(ctx: RoleContext) -> None:
             return
         # only from members and seeds; the registrant (and Map-Notify destination) from
         # the Map-Register's records, not from the inner source the sender chose
+        why = take_replica(reg, addr[0])
+        if why == "replica-not-member":
+            # perhaps a member we do not know yet: held until it is (HeldReplicas)
+            held.hold(addr[0], reg, time.monotonic())
+            ctx.counters.inc("replicas.held")
+        if why:
+            ctx.counters.drop(why, f"from {addr[0]} (inner source {ip.src})")
+
+    def take_replica(reg: bytes, sender: str) -> str:
+        """Hand a replicated Map-Register from ``sender`` to the Map-Server if
+        :func:`replica_verdict` accepts it; the reason it is refused, else ""."""
         try:
-            registrant, why = replica_verdict(decode_message(reg), addr[0], state["members"],
+            registrant, why = replica_verdict(decode_message(reg), sender, state["members"],
                                               [str(x) for x in push.seed_rlocs])
         except (DecodeError, ValueError, AttributeError):
-            ctx.counters.drop("replica-malformed", f"from {addr[0]}")
-            return
+            return "replica-malformed"
         if registrant is None:
-            ctx.counters.drop(why, f"from {addr[0]} (inner source {ip.src})")
-            return
+            return why
         if punt_register(reg, (registrant, 4342), "replica"):
             ctx.counters.inc("replicas.received")
+        return ""
 
     loop = asyncio.get_running_loop()
     data_tr = {}

@@ -109,3 +109,51 @@ def replica_verdict(register, outer_src: str, members, seeds) -> tuple[str | Non
         return src, ""
     same = [a for a in named if ip_address(a).version == ip_address(src).version]
     return (same[0] if same else src), ""
+
+
+class HeldReplicas:
+    """Replicated Map-Registers from senders not (yet) known as members, held until
+    the sender is (issue: members starting together).
+
+    A member that has just joined replicates its Map-Registers to every member it
+    knows, and a receiver may not know the sender yet (its membership arrives a
+    moment later): :func:`replica_verdict` refuses it as ``replica-not-member``.  The
+    sender, which already knew the receiver, has no reason to send it again before
+    its next register interval.  So the receiver holds what it refused, and when its
+    member list gains the sender, takes it again (through the same verdict; the
+    Map-Server still checks MAC and nonce).
+
+    Bounded: at most ``per_sender`` Map-Registers per sender address (the latest),
+    ``senders`` addresses (the oldest forgotten first), each held ``max_age``
+    seconds.  Nothing held is ever applied unless its sender becomes a member."""
+
+    def __init__(self, *, per_sender: int = 16, senders: int = 256, max_age: float = 60.0) -> None:
+        self.per_sender, self.senders, self.max_age = per_sender, senders, max_age
+        self._held: dict[str, list[tuple[float, bytes]]] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._held.values())
+
+    def hold(self, sender: str, register: bytes, now: float) -> None:
+        sender = str(ip_address(sender))
+        got = self._held.pop(sender, [])
+        got.append((now, register))
+        if len(got) > self.per_sender:
+            self.evicted += len(got) - self.per_sender
+            del got[:len(got) - self.per_sender]
+        self._held[sender] = got              # most recently heard last
+        while len(self._held) > self.senders:
+            oldest = next(iter(self._held))
+            self.evicted += len(self._held.pop(oldest))
+
+    def release(self, members, now: float) -> list[tuple[str, bytes]]:
+        """(sender, Map-Register) of every held one whose sender is in ``members``,
+        oldest first, no older than ``max_age``; they are no longer held."""
+        out = []
+        for m in {str(ip_address(str(a))) for a in members}:
+            for at, reg in self._held.pop(m, ()):
+                if now - at <= self.max_age:
+                    out.append((at, m, reg))
+        out.sort(key=lambda x: x[0])
+        return [(m, reg) for _at, m, reg in out]

@@ -330,3 +330,40 @@ def test_replicas_only_from_members(group):
     poll(lambda: "[0]10.50.103.0/24" in {r["eid"] for r in group[2].registrations()}, 10, 0.2,
          what="the member's replica stored")
     assert "[0]10.50.166.0/24" not in {r["eid"] for r in group[2].registrations()}
+
+
+def test_a_replica_from_a_member_not_yet_known_is_taken_once_it_is(group):
+    """A joiner may replicate its Map-Registers before its membership reaches a
+    member; that member refuses them then (not a member) but holds them, and takes
+    them when the joiner's membership arrives, without the joiner sending them again
+    (before: not until the joiner's next register interval)."""
+    from ipaddress import ip_address
+
+    from common.decent.push import membership_register
+    from common.wire.datahdr import encapsulate_replica
+
+    import socket
+
+    joiner, eid = "127.0.50.67", "10.50.167.0/24"
+
+    def send(reg: bytes) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((joiner, 0))
+            s.sendto(encapsulate_replica(reg, ip_address(joiner), ip_address(GROUP)), (rloc(2), 4341))
+        finally:
+            s.close()
+
+    def counter(name: str) -> int:
+        return group[2].counters().get("dataplane:0", {}).get(name, 0)
+
+    held, released = counter("replicas.held"), counter("replicas.released")
+    send(seal(MapRegister(time.time_ns(), (record(f"[0]{eid}", rlocs=(joiner,)),), 0, 2, proxy_reply=True,
+                          xtr_id=os.urandom(16), site_id=bytes(8)), KEY.encode()))
+    poll(lambda: counter("replicas.held") > held, 10, 0.2, what="the replica held")
+    assert f"[0]{eid}" not in {r["eid"] for r in group[2].registrations()}
+    send(membership_register(0, GROUP, joiner, nonce=time.time_ns(), key_id=0, alg_id=2, secret=KEY.encode(),
+                             xtr_id=os.urandom(16), site_id=bytes(8), ttl=1))
+    poll(lambda: f"[0]{eid}" in {r["eid"] for r in group[2].registrations()}, 15, 0.3,
+         what="the held replica taken once its sender is a member")
+    assert counter("replicas.released") > released
