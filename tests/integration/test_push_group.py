@@ -302,31 +302,41 @@ def test_replicated_map_registers_decode_in_wireshark_as_lisp_data(group, tmp_pa
         assert status.split(",")[-1] == "1", (status, expert)
 
 
+def replicate(src: str, reg: bytes, to: int = 2) -> None:
+    """``reg`` as a replica (LISP data, IID 0xFFFFFF, to the group) from ``src`` to
+    node ``to``'s data port."""
+    import socket
+    from ipaddress import ip_address
+
+    from common.wire.datahdr import encapsulate_replica
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((src, 0))
+        s.sendto(encapsulate_replica(reg, ip_address(src), ip_address(GROUP)), (rloc(to), 4341))
+    finally:
+        s.close()
+
+
+def sealed(src: str, eid: str) -> bytes:
+    """A Map-Register of ``eid`` with RLOC ``src``, sealed with the group's site key."""
+    return seal(MapRegister(time.time_ns(), (record(f"[0]{eid}", rlocs=(src,)),), 0, 2,
+                            proxy_reply=True, xtr_id=os.urandom(16), site_id=bytes(8)), KEY.encode())
+
+
+def dataplane_counter(node: Node, name: str) -> int:
+    return node.counters().get("dataplane:0", {}).get(name, 0)
+
+
 def test_replicas_only_from_members(group):
     """A replicated Map-Register (validly sealed) from a non-member address is
     dropped and counted; the same shape from a member is stored."""
-    import socket
-    from ipaddress import ip_address
-    from common.wire.datahdr import encapsulate_replica
-
-    def send(src: str, eid: str) -> None:
-        reg = seal(MapRegister(time.time_ns(), (record(f"[0]{eid}", rlocs=(src,)),), 0, 2,
-                               proxy_reply=True, xtr_id=os.urandom(16), site_id=bytes(8)),
-                   KEY.encode())
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((src, 0))
-            s.sendto(encapsulate_replica(reg, ip_address(src), ip_address(GROUP)), (rloc(2), 4341))
-        finally:
-            s.close()
-
     def dropped() -> int:
-        return group[2].counters().get("dataplane:0", {}).get("dropped.replica-not-member", 0)
+        return dataplane_counter(group[2], "dropped.replica-not-member")
 
     before = dropped()
-    send("127.0.50.66", "10.50.166.0/24")            # not a member, not a seed
+    replicate("127.0.50.66", sealed("127.0.50.66", "10.50.166.0/24"))    # not a member, not a seed
     poll(lambda: dropped() > before, 10, 0.2, what="the non-member's replica counted")
-    send(rloc(3), "10.50.103.0/24")                   # a member
+    replicate(rloc(3), sealed(rloc(3), "10.50.103.0/24"))                # a member
     poll(lambda: "[0]10.50.103.0/24" in {r["eid"] for r in group[2].registrations()}, 10, 0.2,
          what="the member's replica stored")
     assert "[0]10.50.166.0/24" not in {r["eid"] for r in group[2].registrations()}
@@ -337,33 +347,15 @@ def test_a_replica_from_a_member_not_yet_known_is_taken_once_it_is(group):
     member; that member refuses them then (not a member) but holds them, and takes
     them when the joiner's membership arrives, without the joiner sending them again
     (before: not until the joiner's next register interval)."""
-    from ipaddress import ip_address
-
     from common.decent.push import membership_register
-    from common.wire.datahdr import encapsulate_replica
-
-    import socket
 
     joiner, eid = "127.0.50.67", "10.50.167.0/24"
-
-    def send(reg: bytes) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((joiner, 0))
-            s.sendto(encapsulate_replica(reg, ip_address(joiner), ip_address(GROUP)), (rloc(2), 4341))
-        finally:
-            s.close()
-
-    def counter(name: str) -> int:
-        return group[2].counters().get("dataplane:0", {}).get(name, 0)
-
-    held, released = counter("replicas.held"), counter("replicas.released")
-    send(seal(MapRegister(time.time_ns(), (record(f"[0]{eid}", rlocs=(joiner,)),), 0, 2, proxy_reply=True,
-                          xtr_id=os.urandom(16), site_id=bytes(8)), KEY.encode()))
-    poll(lambda: counter("replicas.held") > held, 10, 0.2, what="the replica held")
+    held, released = (dataplane_counter(group[2], n) for n in ("replicas.held", "replicas.released"))
+    replicate(joiner, sealed(joiner, eid))
+    poll(lambda: dataplane_counter(group[2], "replicas.held") > held, 10, 0.2, what="the replica held")
     assert f"[0]{eid}" not in {r["eid"] for r in group[2].registrations()}
-    send(membership_register(0, GROUP, joiner, nonce=time.time_ns(), key_id=0, alg_id=2, secret=KEY.encode(),
-                             xtr_id=os.urandom(16), site_id=bytes(8), ttl=1))
+    replicate(joiner, membership_register(0, GROUP, joiner, nonce=time.time_ns(), key_id=0, alg_id=2,
+                                          secret=KEY.encode(), xtr_id=os.urandom(16), site_id=bytes(8), ttl=1))
     poll(lambda: f"[0]{eid}" in {r["eid"] for r in group[2].registrations()}, 15, 0.3,
          what="the held replica taken once its sender is a member")
-    assert counter("replicas.released") > released
+    assert dataplane_counter(group[2], "replicas.released") > released
