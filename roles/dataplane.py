@@ -146,6 +146,12 @@ async def main(ctx: RoleContext) -> None:
             return
         # only from members and seeds; the registrant (and Map-Notify destination) from
         # the Map-Register's records, not from the inner source the sender chose
+        sender = str(ip_address(addr[0]))
+        if sender not in state["members"] and held.holds(sender) and _announces_membership(reg):
+            # a joiner's own announcement while we hold its earlier replicas: they go
+            # first, in nonce order (its registrations share one nonce sequence, and
+            # the Map-Server refuses an older nonce after a newer one, strict)
+            return take_joiner(sender, reg)
         why = take_replica(reg, addr[0])
         if why == "replica-not-member":
             # perhaps a member we do not know yet: held until it is (HeldReplicas)
@@ -154,15 +160,31 @@ async def main(ctx: RoleContext) -> None:
         if why:
             ctx.counters.drop(why, f"from {addr[0]} (inner source {ip.src})")
 
-    def take_replica(reg: bytes, sender: str) -> str:
+    def take_joiner(sender: str, announcement: bytes) -> None:
+        """A joiner's membership announcement and what it replicated before we knew it,
+        in nonce order; the held ones judged as a member's only if the announcement
+        itself is taken (a joiner's is accepted naming exactly its sender)."""
+        if take_replica(announcement, sender, probe=True):
+            ctx.counters.drop("replica-not-member", f"from {sender}")
+            return
+        regs = [reg for _s, reg in held.release([sender], time.monotonic())] + [announcement]
+        regs.sort(key=lambda r: int.from_bytes(r[4:12], "big"))
+        for reg in regs:
+            why = take_replica(reg, sender, members=[*state["members"], sender])
+            if reg is not announcement:
+                ctx.counters.inc("replicas.released" if not why else f"replicas.released-refused.{why}")
+
+    def take_replica(reg: bytes, sender: str, members=None, probe: bool = False) -> str:
         """Hand a replicated Map-Register from ``sender`` to the Map-Server if
-        :func:`replica_verdict` accepts it; the reason it is refused, else ""."""
+        :func:`replica_verdict` accepts it (``members``: the member list to judge by,
+        default the current one; ``probe``: judge only); the reason it is refused, else ""."""
         try:
-            registrant, why = replica_verdict(decode_message(reg), sender, state["members"],
+            registrant, why = replica_verdict(decode_message(reg), sender,
+                                              state["members"] if members is None else members,
                                               [str(x) for x in push.seed_rlocs])
         except (DecodeError, ValueError, AttributeError):
             return "replica-malformed"
-        if registrant is None:
+        if registrant is None or probe:
             return why
         if punt_register(reg, (registrant, 4342), "replica"):
             ctx.counters.inc("replicas.received")

@@ -147,6 +147,9 @@ class HeldReplicas:
             oldest = next(iter(self._held))
             self.evicted += len(self._held.pop(oldest))
 
+    def holds(self, sender: str) -> bool:
+        return str(ip_address(sender)) in self._held
+
     def release(self, members, now: float) -> list[tuple[str, bytes]]:
         """(sender, Map-Register) of every held one whose sender is in ``members``,
         oldest first, no older than ``max_age``; they are no longer held."""

@@ -26,6 +26,7 @@ def test_released_only_for_senders_that_became_members_oldest_first():
 def test_the_same_address_spelt_differently_is_one_sender():
     h = HeldReplicas()
     h.hold("2001:db8::0001", b"a", 1.0)
+    assert h.holds("2001:db8::1") and not h.holds("2001:db8::2")
     assert h.release(["2001:db8::1"], 2.0) == [("2001:db8::1", b"a")]
 
 
