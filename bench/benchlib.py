@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import struct
 import subprocess
 import sys
@@ -30,6 +31,16 @@ from tests.integration.harness import CLI, pid_alive, udp_exchange  # noqa: E402
 from tests.integration.harness import wait_for as poll  # noqa: E402,F401  (None on timeout)
 
 PY = sys.executable
+
+
+def _stop_on_term(signum, _frame) -> None:
+    """SIGTERM / SIGHUP (a bench stopped by ``kill`` or ``timeout``) ends the program as
+    an exception does: every ``with Node(...)`` stops its node on the way out."""
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _stop_on_term)
+signal.signal(signal.SIGHUP, _stop_on_term)
 
 
 # --------------------------------------------------------------------- helpers

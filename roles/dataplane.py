@@ -98,8 +98,7 @@ async def main(ctx: RoleContext) -> None:
                 ctx.bus.publish(topics.DP_MEMBERS, "members.changed", {"members": new, "added": added})
                 # and what they replicated before we knew them is taken now
                 for sender, reg in held.release(added, time.monotonic()):
-                    why = take_replica(reg, sender)
-                    ctx.counters.inc("replicas.released" if not why else f"replicas.released-refused.{why}")
+                    count_released(take_replica(reg, sender))
         ctx.counters.set("members", len(new))
 
     def on_set(k, v) -> None:
@@ -152,13 +151,13 @@ async def main(ctx: RoleContext) -> None:
             # first, in nonce order (its registrations share one nonce sequence, and
             # the Map-Server refuses an older nonce after a newer one, strict)
             return take_joiner(sender, reg)
-        why = take_replica(reg, addr[0])
+        why = take_replica(reg, sender)
         if why == "replica-not-member":
             # perhaps a member we do not know yet: held until it is (HeldReplicas)
-            held.hold(addr[0], reg, time.monotonic())
+            held.hold(sender, reg, time.monotonic())
             ctx.counters.inc("replicas.held")
         if why:
-            ctx.counters.drop(why, f"from {addr[0]} (inner source {ip.src})")
+            ctx.counters.drop(why, f"from {sender} (inner source {ip.src})")
 
     def take_joiner(sender: str, announcement: bytes) -> None:
         """A joiner's membership announcement and what it replicated before we knew it,
@@ -172,7 +171,11 @@ async def main(ctx: RoleContext) -> None:
         for reg in regs:
             why = take_replica(reg, sender, members=[*state["members"], sender])
             if reg is not announcement:
-                ctx.counters.inc("replicas.released" if not why else f"replicas.released-refused.{why}")
+                count_released(why)
+
+    def count_released(why: str) -> None:
+        """A held replica handed on: taken, or refused (and why)."""
+        ctx.counters.inc("replicas.released" if not why else f"replicas.released-refused.{why}")
 
     def take_replica(reg: bytes, sender: str, members=None, probe: bool = False) -> str:
         """Hand a replicated Map-Register from ``sender`` to the Map-Server if

@@ -66,16 +66,18 @@ def sites(ms, shard: int, per_site: dict, now: float) -> list:
 
 
 def answer(ms, body: dict, shard: int, now: float) -> dict:
-    """The ``ms.answered`` body for ``body`` (``what``: ``sites`` or ``registrations``)."""
-    per_site = ms.table.count_by_site()
-    out = {"shard": shard, "registrations": [], "sites": sites(ms, shard, per_site, now)}
+    """The ``ms.answered`` body for ``body`` (``what``: ``sites`` or ``registrations``).
+    Only a ``sites`` answer lists the sites (and counts registrations per site); a
+    ``registrations`` answer counts them only for its ``total`` with ``--site``."""
     if body.get("what") == "sites":
-        return out
+        return {"shard": shard, "registrations": [],
+                "sites": sites(ms, shard, ms.table.count_by_site(), now)}
     try:
         prefix, site, limit = filters(body)
     except ValueError as exc:
         return {"shard": shard, "error": str(exc)}
+    out = {"shard": shard, "sites": []}
     out["registrations"], out["more"] = registrations(ms, prefix, site, limit, now)
     out["total"] = None if prefix is not None else (
-        per_site.get(site, 0) if site is not None else len(ms.table))
+        ms.table.count_by_site().get(site, 0) if site is not None else len(ms.table))
     return out
