@@ -193,6 +193,16 @@ def write_templates(path: Path, msgs) -> Path:
     return path
 
 
+def count_templates(path: Path) -> int:
+    """How many messages a :func:`write_templates` file holds."""
+    n, data = 0, Path(path).read_bytes()
+    off = 0
+    while off + 4 <= len(data):
+        off += 4 + struct.unpack_from("!I", data, off)[0]
+        n += 1
+    return n
+
+
 def lispload(dst: str, templates: Path, *, src: str, window: int | None = None,
              rate: float | None = None, seconds: float = 3.0, sockets: int = 16, threads: int = 1,
              raw: bool = False, base: int = 0, nonce_off: int | None = None,
