@@ -83,6 +83,24 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def run_wait_seconds(pid: int) -> float | None:
+    """Seconds ``pid``'s threads spent runnable but waiting for a core (the second
+    field of /proc/PID/task/*/schedstat): CPU contention, which utime + stime miss."""
+    total, seen = 0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[1])
+                seen = True
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9 if seen else None
+
+
 def cpu_times() -> tuple[float, float]:
     """(busy, total) jiffies of all cores since boot, from /proc/stat (steal counts as busy)."""
     with open("/proc/stat") as f:
@@ -226,6 +244,7 @@ def lispload(dst: str, templates: Path, *, src: str, window: int | None = None,
         cmd.append("--no-connect")
     watch = dict(watch or {})
     before = {k: cpu_seconds(p) for k, p in watch.items()}
+    waits0 = {k: run_wait_seconds(p) for k, p in watch.items()}
     sys0 = cpu_times()
     with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True)
@@ -248,11 +267,18 @@ def lispload(dst: str, templates: Path, *, src: str, window: int | None = None,
     sys1 = cpu_times()
     out = json.loads(stdout)
     wall = out["wall_s"]
+    # averages over lispload's whole run, its warm-up and drain included (the load
+    # itself is ``measured_s`` of ``wall_s``): at saturation a process is busier
+    # than its figure while the load runs
     out["cpu_pct"] = {"lispload": round(100 * (ru.ru_utime + ru.ru_stime) / wall, 1)}
+    out["run_wait_pct"] = {}      # runnable but waiting for a core, same span
     for k, p in watch.items():
         a, b = before[k], cpu_seconds(p)
         if a is not None and b is not None:
             out["cpu_pct"][k] = round(100 * (b - a) / wall, 1)
+        a, b = waits0[k], run_wait_seconds(p)
+        if a is not None and b is not None:
+            out["run_wait_pct"][k] = round(100 * (b - a) / wall, 1)
     # all cores, in percent of one core, and what is left for others (kernel softirq
     # work done outside our processes, or other people's processes on a shared machine)
     ncpu = os.cpu_count() or 1

@@ -54,7 +54,7 @@ def _round(root: str, n: int, refresh: bool, profile: bool) -> dict:
     from bus import envelope, topics
     from bus.clone import CloneWriter
     from bus.envelope import Stamper
-    from bus.sendq import Datagram, encode as sq_encode
+    from bus.sendq import Datagram, encode_packed as sq_encode_packed
     from common.machines.mapserver import MapServer, SiteKey, SitePolicy
     from common.machines.regedge import RegisterGate
     from common.machines.sites import SiteTable
@@ -128,11 +128,8 @@ def _round(root: str, n: int, refresh: bool, profile: bool) -> dict:
         ms.handle_batch(items, 1.0, commit=store.apply, publish=publish,
                         send=lambda a, p, x: out.append(Datagram(a, p, x, "127.0.63.1")))
         t1 = time.perf_counter()
-        frames: list = []
-        for dg in out:
-            frames += sq_encode(dg)
-        if frames:
-            sendq.send_multipart(frames, zmq.NOBLOCK)
+        if out:   # one packed frame per group, as SendQueue.send_many sends it
+            sendq.send(sq_encode_packed(out)[0], zmq.NOBLOCK)
         sec["handle_batch"] += t1 - t0
         sec["sendq"] += time.perf_counter() - t1
 
