@@ -25,7 +25,7 @@ import zmq
 from common.wire.auth import seal
 from common.wire.messages import MapReply, decode_message
 from common.wire.register import MapRegister
-from tests.integration.harness import Node, down_all, poll, udp_exchange
+from tests.integration.harness import Node, down_all, poll, udp_exchange, up_all
 from tests.unit.msfixtures import ecm_request, record
 
 pytestmark = pytest.mark.integration
@@ -112,11 +112,10 @@ def complete(n: Node, ks) -> bool:
 def group():
     nodes = {k: Node(f"pu{k}", rloc(k), body(k), timers=TIMERS) for k in range(1, 6)}
     try:
-        # one after another: each joins a group whose members are up (a node starting
-        # beside others may replicate its first Map-Register before it knows them, and
-        # its next one is a 30 s register interval later)
-        for n in nodes.values():
-            n.up()
+        # all at once: a member that replicates its Map-Registers before the others
+        # know it has them held and taken when it becomes a member (HeldReplicas,
+        # common/decent/push.py), not a register interval later
+        up_all(nodes.values())
         poll(lambda: all(complete(n, range(1, 6)) for n in nodes.values()), 40, 0.5,
              what="every member holds every registration")
         yield nodes
