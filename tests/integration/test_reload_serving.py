@@ -7,13 +7,19 @@ the registration the bulk read reaches last, and a new registration, are both
 acknowledged (Map-Notify) while it reloads, as the shard's log says.  After the
 reload the worker answers the withdrawn EID negatively (the bulk read did not bring
 it back), the new one positively, the others as before, and fetched no snapshot;
-the shard's table, its snapshot (a restarted worker's) and the store hold exactly that.  Fails when the shard takes nothing before its reload
+the shard's table, its snapshot (a restarted worker's) and the store hold exactly that.
+The withdrawal, the new registration and the operator's query are sent while the
+shard is paused (SIGSTOP) at the moment it begins taking Map-Registers, so they meet
+the reload on any machine's speed.  Fails when the shard takes nothing before its reload
 ends (no "taken meanwhile" in its log), or when the bulk read does not skip what was
 loaded on demand (the withdrawn registration is back)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 
 import pytest
@@ -61,6 +67,18 @@ def node():
                          BULK, 1, 240)
 
 
+TAKING = "taking Map-Registers ("
+
+
+def taking(log, before: int) -> tuple[int] | None:
+    """(registrations loaded when the shard began taking Map-Registers,), once its
+    log has one more such line than ``before``."""
+    lines = [x for x in log.read_text(errors="replace").splitlines() if TAKING in x]
+    if len(lines) <= before:
+        return None
+    return (int(lines[-1].split(TAKING)[1].split()[0]),)
+
+
 def counter(n, name: str) -> int:
     return n.counters().get("map_resolver:0", {}).get(name, 0)
 
@@ -72,11 +90,36 @@ def test_a_reloading_shard_takes_map_registers_and_the_bulk_read_brings_nothing_
     assert answer(LAST) == (28, 1) and answer(FIRST) == (28, 1)
     swapped, resumed = counter(node, "clone.ms.0.swapped"), counter(node, "clone.ms.0.resumed")
 
+    log = node.state / "logs" / "map_server_0.log"
+    before = log.read_text(errors="replace").count(TAKING)
     assert node.decent("restart", "map_server:0", timeout=120).returncode == 0
-    shown = node.decent("show", "sites")         # the operator is told, not given a partial table
+    pid = node.pid("map_server:0")
+    # The shard takes Map-Registers two heartbeats after its start, while the rest of
+    # its store loads. It is paused right there (SIGSTOP): what is sent meanwhile is
+    # taken on its first loop turns once it continues, while the reload still has
+    # most of its chunks to go, whatever the machine's speed (a fast one could finish
+    # the reload between two CLI calls).
+    at = poll(lambda: taking(log, before), 60, 0.01, "the restarted shard takes Map-Registers")[0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert at < BULK, f"the shard took Map-Registers only after its reload ({at} loaded)"
+        out: dict = {}
+        def operator() -> None:     # the operator is told, not given a partial table
+            out["shown"] = node.decent("show", "sites")
+        def etr() -> None:
+            send_register([LAST], nonce + 1, ttl=0)      # withdrawn while the shard reloads
+            send_register([NEW], nonce + 2)
+        threads = [threading.Thread(target=f) for f in (operator, etr)]
+        threads[0].start()
+        time.sleep(1.5)    # the CLI starts (~0.4 s) and publishes its query
+        threads[1].start()
+        time.sleep(0.1)    # (within the ETR's first 0.5 s wait for its Map-Notify)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for t in threads:
+        t.join(60)
+    shown = out["shown"]
     assert shown.returncode == 1 and "map_server shard 0 is still reloading its store" in shown.stderr, shown
-    send_register([LAST], nonce + 1, ttl=0)      # withdrawn while the shard reloads
-    send_register([NEW], nonce + 2)
     def restored() -> list[str]:
         return [x for x in node.log_tail("map_server:0", 60).splitlines() if "registrations restored" in x]
     poll(lambda: len(restored()) == 2, 120, 0.3, "the reload ended")     # the first: the cold start
