@@ -1,7 +1,8 @@
-"""``kv.batch`` (bus/clone.py, issue 10): a Clone writer's ``apply(changes)`` publishes a
-group of changes as one message, and a reader takes it exactly as the ``kv.updated`` /
-``kv.deleted`` messages ``set``/``delete`` would have published one by one: same
-table, same seq, same callbacks, same resync on a lost message."""
+"""``kv.batch`` (bus/clone_writer.py, bus/clone_reader.py, issue 10): a Clone writer's
+``apply(changes)`` publishes a group of changes as one message, and a reader takes it
+exactly as the ``kv.updated`` / ``kv.deleted`` messages ``set``/``delete`` would have
+published one by one: same table, same seq, same callbacks, same resync on a lost
+message."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus import clone
+from bus import clone_frames, clone_writer
 from bus.clone import BATCH, DELETED, UPDATED, CloneReader, CloneWriter
 from bus.envelope import Header, Source
 from common.machines import replica
@@ -87,7 +88,7 @@ def test_apply_publishes_what_set_and_delete_publish(groups, packed):
 
 
 def test_apply_splits_at_batch_max(monkeypatch):
-    monkeypatch.setattr(clone, "BATCH_MAX", 3)
+    monkeypatch.setattr(clone_writer, "BATCH_MAX", 3)
     a, b = _writers(True)
     changes = [("set", f"k{i}", i, b"") for i in range(7)]
     a.apply(changes)
@@ -138,7 +139,7 @@ def test_a_reader_takes_a_batch_as_the_messages_it_stands_for(groups, lose_one, 
     assert ra.data == rb.data and ra.seq == rb.seq and ra.in_sync == rb.in_sync
     assert ra.machine.state == rb.machine.state
     if not (lose_one and a.ctx.bus.sent):
-        assert ra.data == {k: v for k, v in ((k, clone._unpack(e)[1]) for k, e in a.data.items())}
+        assert ra.data == {k: v for k, v in ((k, clone_frames._unpack(e)[1]) for k, e in a.data.items())}
 
 
 def test_malformed_batch_items_are_dropped_as_single_messages_would_be():

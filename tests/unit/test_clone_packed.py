@@ -1,11 +1,11 @@
-"""A packed Clone writer (bus/clone.py, packed=True: items held as encoded [k, v])
+"""A packed Clone writer (bus/clone_writer.py, packed=True: items held as encoded [k, v])
 sends snapshot chunks byte-identical to the unpacked writer's."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from bus.clone import _pack, _packed_chunk, _unpack
+from bus.clone_frames import _pack, _packed_chunk, _unpack
 
 keys = st.one_of(st.text(max_size=30), st.integers(0, 1 << 40), st.binary(max_size=10))
 values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-1 << 40, 1 << 40), st.text(max_size=20)),

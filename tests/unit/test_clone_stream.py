@@ -1,4 +1,4 @@
-"""A held Clone writer streams the snapshots asked of it while it loads (bus/clone.py,
+"""A held Clone writer streams the snapshots asked of it while it loads (bus/clone_writer.py,
 issue 11): what is loaded so far at once, each loaded chunk as it comes, the end at
 release; a change while held abandons them (the readers ask again).  A real ROUTER
 and DEALER over an ipc socket in a temporary directory, one event loop."""
@@ -10,7 +10,8 @@ import asyncio
 import zmq
 import zmq.asyncio
 
-from bus.clone import CloneWriter, _pack, _unpack
+from bus.clone import CloneWriter
+from bus.clone_frames import _pack, _unpack
 from tests.unit.fakes import Counters as _Counters
 
 

@@ -4,7 +4,7 @@ over generated registrations (shared and unusual keys, several registrants on on
 prefix, multicast, malformed values refused as set refuses them, values laid out
 otherwise: fields reordered, a field twice, a key that is not a string, an EID text
 longer than 31 bytes, bytes that do not decode).  And the Clone reader's path: a
-packed writer's snapshot chunk split without decoding its values (bus/clone.py
+packed writer's snapshot chunk split without decoding its values (bus/clone_frames.py
 ``_split_chunk``) and handed to the replica (``snapshot_encoded``) fills the table
 the decoded chunk fills."""
 
@@ -14,7 +14,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus.clone import _pack, _packed_chunk, _split_chunk, _unpack, freeze
+from bus.clone_frames import _pack, _packed_chunk, _split_chunk, _unpack, freeze
 from common.machines.compact import CompactTable
 from common.machines.compactload import _parse_v6, _parse_v6_cached
 from common.machines.regtable import entry_key

@@ -1,5 +1,5 @@
 """Issue 11: a restarted shard resumes its Clone stream (common/machines/replica.py,
-bus/clone.py CloneWriter.resume/seq_after, roles/ms_store.py stream_position,
+bus/clone_writer.py CloneWriter.resume/seq_after, roles/ms_store.py stream_position,
 roles/stream_resume.py, docs/replica.md).
 
 A replica at exactly the position a resumed writer continues needs no snapshot; a
