@@ -26,12 +26,13 @@ import time
 
 from bus import topics
 from bus.clone import CloneReader
-from common.machines.compact import CompactTable, UnionTable
+from common.machines.compact import CompactTable
 from common.machines.regtable import PrefixSet
 from common.machines.etr import eid_contains
 from common.machines.fastpath import FastPath
 from common.machines.lispsec import MsLispSec
 from common.machines.resolver import Drop, Punt, Resolver, Send
+from common.machines.uniontable import UnionTable
 from roles import fastloop, memtrim
 from roles.pullstate import pull_state
 from roles.ratetable import RateFileError, open_rate_tables

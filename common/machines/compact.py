@@ -23,54 +23,33 @@ rare and sit in a plain ``RegistrationTable`` inside.
 
 :meth:`CompactTable.adopt` takes over another table's contents in one step: the
 replica fills a fresh table in the background and swaps it in (docs/replica.md).
-:class:`UnionTable` answers over several tables (one per map_server shard).
+
+Beside this module: the item's encoding (common/machines/compactitem.py), the sorted
+index and its range lookups (common/machines/compactrange.py, a base class of the
+table), a snapshot chunk's fill (common/machines/compactfill.py) and a store's load
+(common/machines/compactload.py).  :class:`~common.machines.uniontable.UnionTable`
+answers over several tables (one per map_server shard).
 """
 
 from __future__ import annotations
 
 import bisect
 from array import array
-from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-import msgpack
 import pytricia
 
+from common.machines.compactfill import fill_items
+from common.machines.compactitem import _BITS, _fields, _items, _pack, _pair, _tk, usual_key
+from common.machines.compactrange import CompactRanges
 from common.machines.regtable import Entry, Match, RegistrationTable, best_key_in, entry_from_value, \
-    locator_from_value, locator_value, negative_prefix
+    locator_value, negative_prefix
 from common.machines.eidfast import parse_text as _parse
-from common.wire.addr import Eid, RleEntry
+from common.wire.addr import Eid
 from common.wire.eidtext import format_address
 
-_BITS = {4: 32, 6: 128}
-_SMALL_MERGE = 64      # pending index additions inserted one by one below this, else one sort
 
-
-def usual_key(iid: int, pfx: str, xtr_hex: str, merge) -> str:
-    """The key an item need not carry: the Map-Server's
-    (:func:`~common.machines.regtable.entry_key`: the xTR-ID only when merging)."""
-    return f"[{iid}]{pfx}|{xtr_hex}" if merge else f"[{iid}]{pfx}|"
-
-
-def _pack(site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle, key) -> bytes:
-    return msgpack.packb([site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle or None, key],
-                         use_bin_type=True)
-
-
-@lru_cache(maxsize=1 << 16)
-def _fields(item: bytes) -> tuple:
-    """The decoded item (raises ValueError/TypeError/KeyError if it is not one)."""
-    site, rlocs, ttl, proxy, merge, xtr, reg, rle, key = msgpack.unpackb(item)
-    return (str(site), tuple(locator_from_value(x) for x in rlocs or ()), int(ttl), bool(proxy),
-            bool(merge), bytes.fromhex(xtr), str(reg),
-            tuple(RleEntry(ip_address(a), int(level)) for a, level in (rle or ())), xtr, key)
-
-
-def _items(v) -> tuple:
-    return v if isinstance(v, tuple) else (v,)
-
-
-class CompactTable:
+class CompactTable(CompactRanges):
     """See the module docstring."""
 
     # hook (as RegistrationTable.on_change, for the fast path's cache): called right
@@ -146,70 +125,7 @@ class CompactTable:
         the removal checks a set needs.  Keys already stored, multicast and other
         unusual values go through :meth:`set`.  Returns how many values were refused
         (malformed: nothing kept for them, as :meth:`set` raising)."""
-        if self.on_change is not None:        # a table others watch: one event per key
-            return sum(1 for k, v in items if not self._try_set(k, v))
-        refused, trees, keyed, intern, pending = 0, self._trees, self._keyed, self._intern, self._pending
-        packb, fields, parse, heads = msgpack.Packer(use_bin_type=True).pack, _fields, _parse, {}
-        made: dict = {}                       # the fields of a usual value -> its item
-        v0 = self.version
-        tk, tree, pk = None, None, None       # the last tree (a snapshot's entries come by family)
-        for key, value in items:
-            try:
-                # a field missing or of another type, an unusual value: as set does it
-                text = value["eid"]
-                parsed = (_v4_text(text, heads) or _v6_text(text) or parse(text)) if type(text) is str else None
-                if parsed is None or key in keyed:
-                    raise LookupError
-                iid, fam, pfx, length, net = parsed
-                if tk != (iid, fam):
-                    tk = (iid, fam)
-                    tree, pk = trees.get(tk), pending.get(tk)
-                if tree is not None and tree.has_key(pfx):
-                    raise LookupError         # a prefix several registrants hold: set
-                xtr, rlocs, rle = value["xtr"], value["rlocs"], value.get("rle")
-                if type(xtr) is not str or type(rlocs) is not list or (rle is not None and type(rle) is not list):
-                    raise LookupError
-                site, ttl, reg = value["site"], value["ttl"], value["registrant"]
-                proxy, merge = bool(value["proxy"]), bool(value["merge"])
-                usual = key == (f"[{iid}]{pfx}|{xtr}" if merge else f"[{iid}]{pfx}|")
-                sig = item = None
-                if usual and not rle and type(site) is str and type(ttl) is int and type(reg) is str:
-                    # the registrations of one registrant share their fields: packed once (the
-                    # locators by their bytes: 1, 1.0 and True are equal keys, not equal bytes)
-                    sig = (site, ttl, proxy, merge, xtr, reg, packb(rlocs))
-                    item = made.get(sig)
-                if item is None:
-                    item = packb([str(site), rlocs, int(ttl), proxy, merge, xtr, str(reg), rle or None,
-                                  None if usual else key])
-                    fields(item)              # malformed: refused before any change
-                    if sig is not None and len(made) < 4096:
-                        made[sig] = item
-            except (LookupError, TypeError, ValueError, AttributeError):
-                refused += not self._try_set(key, value)     # nothing changed yet: set decides
-                tk = None             # (set may have made a tree or merged the pending keys)
-                continue
-            got = intern.get(item)
-            if got is None:
-                intern[item] = [item, 1]
-            else:
-                got[1] += 1
-                item = got[0]
-            if not usual:
-                keyed[key] = f"[{iid}]{pfx}"
-            if tree is None:
-                tree = trees.get(tk)
-                if tree is None:
-                    tree = trees[tk] = pytricia.PyTricia(_BITS[fam])
-                    self._index[tk] = array("Q") if fam == 4 else []
-            tree[pfx] = item
-            if pk is None:
-                pk = pending.get(tk)
-                if pk is None:
-                    pk = pending[tk] = []
-            pk.append(net << 8 | length)
-            self._n += 1
-        self.version = max(self.version, v0) + 1
-        return refused
+        return fill_items(self, items)
 
     def load(self, rows) -> list:
         """Insert ``(key, value)`` rows, each value a published value or its msgpack
@@ -419,240 +335,7 @@ class CompactTable:
         carved = negative_prefix(eid, [self], floor=best.length)
         return best, self._entries(eid.iid, hit[1], self._trees[hit[0]][hit[1]]), carved
 
-    def within(self, prefix: Eid) -> list[tuple[Eid, list[Entry]]]:
-        """Every stored unicast prefix equal to or inside ``prefix``, with its entries,
-        in (network, length) order (for :class:`UnionTable`)."""
-        return [_pair(prefix.iid, es) for es in self._within(prefix, None)]
-
-    def iter_within(self, prefix: Eid | None, site: str | None = None):
-        """The entries inside ``prefix`` (None: all), lazily, unicast in (instance ID,
-        family, network, length) order, then (S,G); only ``site``'s when given, judged
-        on the shared item before any entry is built (``decent show registrations`` at
-        a million registrations builds only what it shows)."""
-        if prefix is None or not prefix.is_multicast:
-            tks = sorted(self._trees) if prefix is None else [_tk(prefix)]
-            for tk in tks:
-                whole = Eid(tk[0], IPv4Address(0) if tk[1] == 4 else IPv6Address(0), 0)
-                for es in self._within(whole if prefix is None else prefix, site):
-                    yield from es
-        if prefix is None or prefix.is_multicast:
-            for e in self._m.entries():
-                if (prefix is None or prefix.contains(e.eid)) and site in (None, e.site):
-                    yield e
-
-    def _within(self, prefix: Eid, site: str | None):
-        tk = _tk(prefix)
-        tree = self._trees.get(tk)
-        if tree is None:
-            return
-        keys = self._sorted(tk)
-        bits = _BITS[tk[1]]
-        lo = int(prefix.address)
-        hi = lo + (1 << (bits - prefix.length)) - 1
-        i = bisect.bisect_left(keys, lo << 8)
-        while i < len(keys) and keys[i] >> 8 <= hi:
-            k = keys[i]
-            i += 1
-            if k & 255 < prefix.length:
-                continue
-            net = k >> 8
-            p = f"{format_address(IPv4Address(net) if tk[1] == 4 else IPv6Address(net))}/{k & 255}"
-            v = tree[p]
-            if site is not None:
-                v = tuple(it for it in _items(v) if self._item_fields(it)[0] == site)
-                if not v:
-                    continue
-            yield self._entries(tk[0], p, v)
-
-    def _sorted(self, tk):
-        keys = self._index.get(tk)
-        pending = self._pending.pop(tk, None)
-        if pending:
-            if len(pending) <= _SMALL_MERGE:
-                for k in pending:
-                    keys.insert(bisect.bisect_left(keys, k), k)
-            else:
-                merged = sorted(keys)
-                merged.extend(pending)
-                merged.sort()
-                keys = self._index[tk] = array("Q", merged) if tk[1] == 4 else merged
-        return keys if keys is not None else []
-
-    def overlaps_outside(self, eid: Eid, length: int) -> bool:
-        """As :meth:`RegistrationTable.overlaps_outside`: does ``eid``'s address masked
-        to ``length`` bits contain a stored unicast prefix not containing the address?
-        Harmless keys in the range are at most two per length, so the scan is bounded."""
-        tk = _tk(eid)
-        keys = self._sorted(tk)
-        if not keys:
-            return False
-        bits = _BITS[tk[1]]
-        x = int(eid.address)
-        lo = (x >> (bits - length)) << (bits - length) if length else 0
-        hi = lo + (1 << (bits - length)) - 1
-        floor = length - 1
-        i = bisect.bisect_left(keys, lo << 8)
-        n = len(keys)
-        while i < n:
-            k = keys[i]
-            net = k >> 8
-            if net > hi:
-                return False
-            common = bits - (x ^ net).bit_length()
-            if k & 255 > (common if common > floor else floor):
-                return True
-            i += 1
-        return False
-
-
-def _v4_text(text: str, heads: dict):
-    """:func:`~common.machines.eidfast.parse_text` of a canonical ``[0]a.b.c.d/len``
-    (instance ID 0, IPv4), the first three octets read once per fill (``heads``);
-    None for anything else (the caller then asks ``parse_text``)."""
-    if not text.startswith("[0]") or not text.isascii():     # (str.isdigit takes other digits)
-        return None
-    pfx = text[3:]
-    addr, slash, ln = pfx.partition("/")
-    head, dot, last = addr.rpartition(".")
-    top = heads.get(head)
-    if top is None:
-        top = -1
-        parts = head.split(".")
-        if len(parts) == 3 and all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255
-                                   for p in parts):
-            top = int(parts[0]) << 24 | int(parts[1]) << 16 | int(parts[2]) << 8
-        if len(heads) < 65536:
-            heads[head] = top
-    if top < 0 or not (last.isdigit() and len(last) <= 3 and (last == "0" or last[0] != "0")) \
-            or not (ln.isdigit() and len(ln) <= 2 and (ln == "0" or ln[0] != "0")):
-        return None
-    octet, length = int(last), int(ln)
-    net = top | octet
-    if octet > 255 or length > 32 or (length < 32 and net & ((1 << (32 - length)) - 1)):
-        return None
-    return 0, 4, pfx, length, net
-
-
-_HEX = frozenset("0123456789abcdef")
-
-
-def _v6_text(text: str):
-    """:func:`~common.machines.eidfast.parse_text` of a canonical ``[0]<IPv6>/len``
-    (RFC 5952 text as ``str(IPv6Address)`` writes it, no dotted quad), without
-    ``ipaddress``; None for anything else (the caller then asks ``parse_text``)."""
-    if not text.startswith("[0]") or not text.isascii():
-        return None
-    pfx = text[3:]
-    addr, slash, ln = pfx.partition("/")
-    if not (ln.isdigit() and len(ln) <= 3 and (ln == "0" or ln[0] != "0")) or ":" not in addr:
-        return None
-    left, dc, right = addr.partition("::")
-    lg = left.split(":") if left else []
-    if dc:
-        rg = right.split(":") if right else []
-        run = 8 - len(lg) - len(rg)
-        if run < 2 or (lg and lg[-1] == "0") or (rg and rg[0] == "0"):
-            return None
-        groups = lg + ["0"] * run + rg
-    else:
-        groups, run = lg, 0
-    if len(groups) != 8:
-        return None
-    net, zeros = 0, 0
-    for i, g in enumerate(groups):
-        if not (0 < len(g) <= 4 and (g == "0" or g[0] != "0") and _HEX.issuperset(g)):
-            return None
-        net = net << 16 | int(g, 16)
-        if g == "0" and not (dc and len(lg) <= i < len(lg) + run):
-            zeros += 1            # another run of zero groups: must be shorter (or later, as long)
-            if zeros >= 2 and (zeros > run or (zeros == run and i < len(lg))):
-                return None
-        else:
-            zeros = 0
-    length = int(ln)
-    if length > 128 or (length < 128 and net & ((1 << (128 - length)) - 1)):
-        return None
-    return 0, 6, pfx, length, net
-
 
 def _eid(parsed) -> Eid:
     iid, fam, _pfx, length, net = parsed
     return Eid(iid, IPv4Address(net) if fam == 4 else IPv6Address(net), length)
-
-
-def _tk(eid: Eid) -> tuple[int, int]:
-    return eid.iid, 4 if isinstance(eid.address, IPv4Address) else 6
-
-
-def _pair(_iid: int, entries: list[Entry]) -> tuple:
-    return entries[0].eid, entries
-
-
-class UnionTable:
-    """Lookups over several tables at once (one replica per map_server shard): the
-    longest match over all of them and every more-specific inside it from each."""
-
-    def __init__(self, tables) -> None:
-        self.tables = list(tables)
-
-    @property
-    def version(self) -> int:
-        return sum(t.version for t in self.tables)
-
-    def __len__(self) -> int:
-        return sum(len(t) for t in self.tables)
-
-    def get(self, key: str) -> Entry | None:
-        return next((e for t in self.tables if (e := t.get(key)) is not None), None)
-
-    def entries(self):
-        for t in self.tables:
-            yield from t.entries()
-
-    def exact(self, eid: Eid) -> list[Entry]:
-        return [e for t in self.tables for e in t.exact(eid)]
-
-    def best_key(self, eid: Eid):
-        best = None
-        for t in self.tables:
-            hit = t.best_key(eid)
-            if hit is not None and (best is None or _plen(hit[1]) > _plen(best[1])):
-                best = hit
-        return best
-
-    def lookup(self, eid: Eid) -> Match | None:
-        if eid.is_multicast:
-            found = [m for t in self.tables if (m := t.lookup(eid)) is not None]
-            if not found:
-                return None
-            top = max(m.best[0].specificity() for m in found)
-            entries = [e for m in found if m.best[0].specificity() == top for e in m.best[1]]
-            return Match(((next(m.best[0] for m in found if m.best[0].specificity() == top), entries),))
-        hit = self.best_key(eid)
-        if hit is None:
-            return None
-        a, _, n = hit[1].partition("/")
-        best = Eid(eid.iid, ip_address(a), int(n))
-        merged: dict = {}
-        for t in self.tables:
-            for p, es in t.within(best):
-                merged.setdefault(p, []).extend(es)
-        first = merged.pop(best)
-        rest = sorted(merged.items(), key=lambda kv: (int(kv[0].address), kv[0].length))
-        return Match(((best, first),) + tuple(rest))
-
-    def carve(self, eid: Eid) -> tuple | None:
-        hit = self.best_key(eid)
-        if hit is None:
-            return None
-        a, _, n = hit[1].partition("/")
-        best = Eid(eid.iid, ip_address(a), int(n))
-        return best, self.exact(best), negative_prefix(eid, self.tables, floor=best.length)
-
-    def overlaps_outside(self, eid: Eid, length: int) -> bool:
-        return any(t.overlaps_outside(eid, length) for t in self.tables)
-
-
-def _plen(prefix: str) -> int:
-    return int(prefix.rpartition("/")[2])
-

@@ -24,7 +24,7 @@ import re
 
 import msgpack
 
-from common.machines.compact import _fields, _pack
+from common.machines.compactitem import _fields, _pack
 from common.machines.regtable import entry_from_value
 
 _FILL_CACHE = 4096      # distinct encoded registrations (without the EID) remembered per call

@@ -7,7 +7,7 @@ its EID) with what the shard needs beside the workers' lookups:
 - :class:`~common.machines.regtable.Entry` objects come back exactly as they were
   put: a locator's ``unused_flags`` (bits the shard keeps and compares, RFC 9301
   leaves them to the registrant) ride as a seventh element of its item's locator
-  when not zero (a worker's :func:`~common.machines.compact._fields` ignores it);
+  when not zero (a worker's :func:`~common.machines.compactitem._fields` ignores it);
 - :meth:`token` / :meth:`holds`: a cheap content handle on one registration, so
   the refresh fast path can ask "is this still the registration that plan saw"
   without building an entry (equal items mean equal entries, registrant included);
@@ -23,7 +23,8 @@ from ipaddress import ip_address
 
 import msgpack
 
-from common.machines.compact import CompactTable, _fields, _items, usual_key
+from common.machines.compact import CompactTable
+from common.machines.compactitem import _fields, _items, usual_key
 from common.machines.eidfast import parse_text as _parse
 from common.machines.regtable import locator_value
 from common.wire.records import Locator
@@ -43,7 +44,7 @@ def _locator(v) -> Locator:
 
 @lru_cache(maxsize=1 << 16)
 def _sfields(item: bytes) -> tuple:
-    """:func:`~common.machines.compact._fields` keeping the locators' unused flags."""
+    """:func:`~common.machines.compactitem._fields` keeping the locators' unused flags."""
     f = _fields(item)
     rlocs = msgpack.unpackb(item)[1]
     if any(len(x) > 6 for x in rlocs or ()):

@@ -1,4 +1,4 @@
-"""CompactTable.fill (a snapshot's chunk at once, common/machines/compact.py) makes the
+"""CompactTable.fill (a snapshot's chunk at once, common/machines/compactfill.py) makes the
 same table as CompactTable.set on each item: a differential test over generated
 registrations (shared and unusual keys, several registrants on one prefix, multicast,
 malformed values, values that are equal but not byte-equal); the replica's snapshot
@@ -10,7 +10,8 @@ from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given, settings, strategies as st
 
-from common.machines.compact import CompactTable, _v4_text, _v6_text
+from common.machines.compact import CompactTable
+from common.machines.compactfill import _v4_text, _v6_text
 from common.machines.eidfast import parse_text
 from common.machines.regtable import entry_key
 from common.machines.replica import ReplicaReader

@@ -10,8 +10,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given, settings, strategies as st
 
-from common.machines.compact import CompactTable, UnionTable
+from common.machines.compact import CompactTable
 from common.machines.regtable import RegistrationTable, entry_key, entry_value, negative_prefix
+from common.machines.uniontable import UnionTable
 from common.machines.resolver import Resolver
 from common.machines.regtable import PrefixSet
 from common.wire.addr import Eid

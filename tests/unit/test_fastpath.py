@@ -24,10 +24,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.machines.compact import CompactTable, UnionTable
+from common.machines.compact import CompactTable
 from common.machines.fastpath import FastPath
 from common.machines.regtable import PrefixSet, RegistrationTable, entry_key, entry_value
 from common.machines.resolver import Drop, RateLimiter, Resolver, Send
+from common.machines.uniontable import UnionTable
 from common.wire.addr import Eid, InstanceIdAddr
 from common.wire.ecm import Ecm
 from common.wire.eidtext import parse_eidspec
