@@ -6,7 +6,7 @@ chunks.  When its stream resumed (the workers hold the store's state already: th
 carry on answering from it), it need not wait for the whole store to take changes:
 
 - a Map-Register's record is judged against its own EID-prefix's stored
-  registrations only (:meth:`common.machines.mapserver.MapServer._record`), so before
+  registrations only (:meth:`common.machines.msrecords.RecordJudge._record`), so before
   a record is judged :meth:`Reload.fault_in` loads that prefix's rows from the store
   (one indexed range query), unless the prefix was loaded that way before;
 - the bulk reload reads the store as it was when the reload began (its own SQLite

@@ -24,6 +24,7 @@ TESTS = ["tests/unit/test_ms_semantics.py", "tests/unit/test_negative_oracle.py"
          "tests/unit/test_mapserver.py", "tests/unit/test_resolver.py",
          "tests/unit/test_reply_bound.py", "tests/unit/test_negative_cache.py"]
 MS, RES, AUTH = "common/machines/mapserver.py", "common/machines/resolver.py", "common/wire/auth.py"
+MSR = "common/machines/msrecords.py"     # the Map-Server's per-record judging (MapServer._record)
 
 # the test that the edits below still apply fails on any mutated tree by construction:
 # leave it out of the mutant runs, or it "kills" every mutant
@@ -56,7 +57,7 @@ MUTANTS = [
      "negative_prefix(eid, [self.table], floor=floor)"),
     ("prefix request not answered for its first address", RES,
      "            if hit is None and eid.length < _BITS[eid.address.version]:\n", "            if False:\n"),
-    ("TTL-0 withdrawal with merge deletes every registrant", MS,
+    ("TTL-0 withdrawal with merge deletes every registrant", MSR,
      "                if (not merge) or k == key:\n", "                if True:\n"),
     ("warn keeps the last nonce, not the highest", MS, "max(last, msg.nonce)", "msg.nonce"),
     ("ITR-RLOC family ignored", RES, '        if getattr(a, "version", None) == version:\n', "        if True:\n"),
@@ -65,12 +66,12 @@ MUTANTS = [
      "announced = (mtype == 3 and data[0] & 0x02) or (mtype == 4 and data[0] & 0x08)", "announced = True"),
     ("a shard judges only its own sites", MS, "        self.site_table = SiteTable(sites)\n",
      "        self.site_table = SiteTable([s for s in sites if own is None or s.name in own])\n"),
-    ("non-IP locators stored as they come", MS,
+    ("non-IP locators stored as they come", MSR,
      "            ip = ip_of(loc.address)\n            if ip is None:\n",
      "            ip = loc.address\n            if ip is None:\n"),
-    ("RLE entries stored as they come", MS,
+    ("RLE entries stored as they come", MSR,
      "                    ip = ip_of(x.address)\n", "                    ip = x.address\n"),
-    ("snapshot entries get a fresh lifetime", MS, "            life = remaining\n",
+    ("snapshot entries get a fresh lifetime", MSR, "            life = remaining\n",
      "            life = self.lifetime\n"),
     ("multicast negatives ignore configured prefixes", RES,
      "        covering = self.configured.covering(eid)\n",
@@ -98,7 +99,7 @@ MUTANTS = [
      "            nets.extend(pending)\n", "            pass\n"),
     ("negative cache entry one bit too wide", RES, 'tree[f"{neg.address}/{neg.length}"] = answer',
      'tree[f"{neg.address}/{max(0, neg.length - 1)}"] = answer'),
-    ("no unsolicited Map-Notify", MS, "                self._plan_unsolicited(new, existing, src, res)\n",
+    ("no unsolicited Map-Notify", MSR, "                self._plan_unsolicited(new, existing, src, res)\n",
      "                pass\n"),
 ]
 

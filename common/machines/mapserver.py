@@ -24,23 +24,29 @@ Nonces (RFC 9301 5.6): the registrant is the xTR-ID only when the MAC covers it
 (an xTR-ID outside the MAC is anybody's), otherwise (site, key ID, EID-prefix);
 ``strict`` refuses a nonce not greater than the last accepted one of the same
 registrant, ``warn`` accepts and counts it, ``off`` ignores nonces.
+
+Beside this module (methods of :class:`MapServer` in base classes, or helpers):
+judging one record (common/machines/msrecords.py), unsolicited Map-Notifies
+(common/machines/msnotify.py), the expiry heap and restore
+(common/machines/msexpiry.py), the result (common/machines/msresult.py) and the
+helpers on message bytes (common/machines/msbytes.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-from dataclasses import dataclass, field
-
-from common.wire.addr import Eid, Rle, RleEntry, eid_to_wire
-from common.wire.auth import mac, seal, verify, verify_coverage
+from common.wire.addr import Eid
+from common.wire.auth import seal, verify_coverage
 from common.wire.eidtext import format_eid
 from common.wire.errors import DecodeError
 from common.wire.messages import decode_message
-from common.wire.records import EidRecord, Locator, ip_of, locator_sort_key
-from common.wire.register import MapNotify, MapNotifyAck, MapRegister
+from common.wire.register import MapNotify, MapRegister
+from common.machines.msbytes import _digest, _refresh_key, reseal
+from common.machines.msexpiry import ExpiryHeap
+from common.machines.msnotify import NOTIFY_RETRIES, UnsolicitedNotify
+from common.machines.msrecords import RecordJudge
+from common.machines.msresult import RegisterResult
 from common.machines.regnotify import notify_of_register, plain_records
-from common.machines.regtable import Entry, entry_key
+from common.machines.regtable import Entry
 from common.machines.shardtable import ShardTable
 from common.machines.sites import SiteKey, SitePolicy, SiteTable
 
@@ -51,38 +57,8 @@ __all__ = ["MapServer", "RegisterResult", "SiteKey", "SitePolicy", "SiteTable", 
 REPLAY_WINDOW = 24 * 3600.0
 REPLAY_MEMORY = 64
 
-# unsolicited Map-Notify retransmission (WIRE-FORMAT 7): 3 at 3 s, then 3 doubling
-NOTIFY_RETRIES = (3.0, 3.0, 3.0, 6.0, 12.0, 24.0)
 
-
-@dataclass(slots=True)
-class RegisterResult:
-    """What one Map-Register does.  ``changes``: ("set", key, value, raw) / ("delete", key)."""
-
-    accepted: bool
-    reason: str = ""                 # drop reason when not accepted
-    changes: list = field(default_factory=list)
-    refused: list = field(default_factory=list)   # (eid, reason) per refused record
-    notify: bytes | None = None      # Map-Notify to send after the changes are durable
-    notify_to: tuple | None = None   # (address, port)
-    nonces: dict = field(default_factory=dict)    # nonce key -> nonce, committed with the changes
-    nonce: int = 0
-    warnings: list = field(default_factory=list)
-    site: str = ""
-    registrant: str = ""
-    entries: list = field(default_factory=list)   # ("set", Entry) / ("delete", key), for apply
-    expiry: dict = field(default_factory=dict)    # key -> absolute expiry time
-    unsolicited: list = field(default_factory=list)  # (address, port, nonce, bytes)
-    error: str = ""
-    plan: tuple | None = None        # (cache key, refresh plan) for the fast path
-    digest: bytes | None = None      # of the message, remembered per registrant (warn policy)
-
-    @property
-    def nonce_key(self) -> str | None:   # the first (compatibility with single-key callers)
-        return next(iter(self.nonces), None)
-
-
-class MapServer:
+class MapServer(RecordJudge, UnsolicitedNotify, ExpiryHeap):
     """One shard's registrations.  ``lifetime``: seconds a registration lives without T=1.
 
     ``sites``: every site of the node (judging); ``own``: names this shard serves
@@ -259,104 +235,6 @@ class MapServer:
             res.notify_to = src
         return res
 
-    def _judge(self, site: SitePolicy, rec: EidRecord, eid: Eid, hit) -> str | None:
-        """``hit``: ``site_table.covering(eid)``, looked up once per record."""
-        if not eid.is_ip:
-            return "unsupported-eid-family"
-        # SiteTable.allows, from the lookup already made
-        if hit is None or hit[0].name != site.name or not (hit[1] == eid or hit[2]):
-            return "prefix-not-allowed"
-        if self.accept_index is not None and rec.ttl != 0:
-            served = self.accept_index(eid)  # True / False / None: seeds not known yet
-            if not served:
-                return "seeds-unknown" if served is None else "index-not-served"
-        return None
-
-    def _record(self, msg, rec, eid, xtr, src, now, remaining, data, overlay, res) -> str | None:
-        merge = msg.merge
-        key = entry_key(eid, xtr if merge else b"")
-        if self.fault_in is not None:
-            self.fault_in(eid)
-        existing = {e.key: e for e in self.table.exact(eid)}
-        for k, e in overlay.items():
-            if e is None:
-                existing.pop(k, None)
-            elif e.eid == eid:
-                existing[k] = e
-        if rec.ttl == 0:  # de-registration: the registrant's own entry, or all without merge
-            for k in list(existing):
-                if (not merge) or k == key:
-                    self._plan_delete(k, overlay, res)
-            return None
-        locs, rle, unusable = [], [], 0
-        for loc in rec.locators:
-            if isinstance(loc.address, Rle):
-                for x in loc.address.entries:
-                    ip = ip_of(x.address)
-                    if ip is None:
-                        unusable += 1
-                    elif all(r.address != ip for r in rle):
-                        rle.append(RleEntry(ip, x.level))
-                continue
-            ip = ip_of(loc.address)
-            if ip is None:
-                unusable += 1
-                continue
-            if ip is loc.address and not loc.local and not loc.probed:
-                locs.append(loc)      # already as stored (frozen: shared, not copied)
-            else:                     # dataclasses.replace, without its introspection
-                locs.append(Locator(ip, loc.priority, loc.weight, loc.mpriority, loc.mweight, False,
-                                    False, loc.reachable, loc.unused_flags))
-        if unusable:
-            res.warnings.append("locator-unusable")
-        if rec.locators and not locs and not rle:
-            return "no-usable-locator"
-        locs.sort(key=locator_sort_key)
-        new = Entry(key, eid, res.site, tuple(locs), rec.ttl, msg.proxy_reply, merge, xtr,
-                    str(src[0]), tuple(rle))
-        old_set = {e.locators for e in existing.values()}
-        if not merge:  # replacement: drop the other registrants' entries for this prefix
-            for k in list(existing):
-                if k != key:
-                    self._plan_delete(k, overlay, res)
-        old = existing.get(key)
-        if remaining is not None:
-            life = remaining
-        else:
-            life = rec.ttl * 60.0 if msg.ttl_is_lifetime else self.lifetime
-        res.expiry[key] = now + life
-        if not new.same(old):
-            overlay[key] = new
-            res.entries.append(("set", new, data, msg.want_map_notify))
-            res.changes.append(("set", key, new.value, data))
-            if old_set and new.locators not in old_set:
-                self._plan_unsolicited(new, existing, src, res)
-        return None
-
-    def _plan_delete(self, key: str, overlay: dict, res: RegisterResult) -> None:
-        if overlay.get(key, 0) is None or (key not in overlay and self.table.get(key) is None):
-            return
-        overlay[key] = None
-        res.entries.append(("delete", key))
-        res.changes.append(("delete", key))
-        res.expiry.pop(key, None)
-
-    def _plan_unsolicited(self, new: Entry, existing: dict, src, res: RegisterResult) -> None:
-        """RFC 9301 8.2: when the RLOC-set of a prefix changes, tell the previous
-        registrants that asked for Map-Notifies."""
-        site = self.sites[new.site]
-        key = site.keys[0]
-        addr, ml = eid_to_wire(new.eid)
-        locs = list(new.locators)
-        if new.rle:
-            locs.append(Locator(Rle(new.rle), 255, 0, 1, 100))
-        record = EidRecord(addr, ml, new.ttl, tuple(locs), authoritative=True)
-        for e in existing.values():
-            if e.registrant and e.registrant != str(src[0]) and self.wants_notify.get(e.key):
-                nonce = (self._notify_nonce + len(res.unsolicited)) & 0xFFFFFFFFFFFFFFFF
-                msg = MapNotify(nonce, (record,), key.key_id, key.alg_id, b"")
-                res.unsolicited.append((e.registrant, 4342, nonce, seal(msg, key.secret)))
-
     # -- step 3: apply --------------------------------------------------------------
     def apply(self, res: RegisterResult, now: float, undo: list | None = None) -> None:
         """Make memory follow a result (committed, or about to be in a batch: then
@@ -513,131 +391,6 @@ class MapServer:
                     send(dst, port, d)
         return results
 
-    # -- unsolicited Map-Notify: acks and retransmission ------------------------------
-    def handle_notify_ack(self, data: bytes) -> str:
-        """A Map-Notify-Ack for one of our unsolicited Map-Notifies: "acked", or why not."""
-        try:
-            msg = decode_message(data)
-        except DecodeError as exc:
-            return f"malformed:{exc.field}"
-        if not isinstance(msg, MapNotifyAck):
-            return "not-a-map-notify-ack"
-        p = self.pending.get(msg.nonce)
-        if p is None:
-            return "unknown-nonce"
-        site = self.sites.get(p[5])
-        k = site.key(msg.key_id) if site else None
-        if k is None or not verify(data, k.secret, allow_none=(k.alg_id == 0)):
-            return "auth-failure"
-        del self.pending[msg.nonce]
-        return "acked"
-
-    def retransmit(self, now: float) -> tuple[list, int]:
-        """(datagrams due again, how many were given up) for unacknowledged Map-Notifies."""
-        out, gave_up = [], 0
-        for nonce, p in list(self.pending.items()):
-            if p[4] > now:
-                continue
-            p[3] += 1
-            if p[3] >= len(NOTIFY_RETRIES):
-                del self.pending[nonce]
-                gave_up += 1
-                continue
-            p[4] = now + NOTIFY_RETRIES[p[3]]
-            out.append((p[0], p[1], p[2]))
-        return out, gave_up
-
-    # -- time -----------------------------------------------------------------------
-    def _arm(self, key: str, at: float) -> None:
-        self.expiry[key] = at
-        due = self._due.get(at)
-        if due is None:
-            self._due[at] = [key]
-            heapq.heappush(self._heap, at)
-        else:
-            due.append(key)
-
-    def _forget(self, key: str) -> None:
-        self.table.delete(key)
-        self.expiry.pop(key, None)
-        self.raw.pop(key, None)
-        self.wants_notify.pop(key, None)
-
-    def next_timer(self) -> float | None:
-        heap, expiry = self._heap, self.expiry
-        while heap:     # drop what was re-armed or forgotten since, from the front
-            at = heap[0]
-            due = self._due[at]
-            i = 0
-            while i < len(due) and expiry.get(due[i]) != at:
-                i += 1
-            if i:
-                del due[:i]
-            if due:
-                break
-            heapq.heappop(heap)
-            del self._due[at]
-        nxt = heap[0] if heap else None
-        for p in self.pending.values():
-            nxt = p[4] if nxt is None else min(nxt, p[4])
-        return nxt
-
-    def expire(self, now: float, commit=None) -> list:
-        """Delete every lapsed registration, committed first when ``commit`` is given;
-        if it raises, nothing is deleted and the next call retries."""
-        lapsed, seen = [], set()
-        heap, expiry = self._heap, self.expiry
-        while heap and heap[0] <= now:
-            at = heapq.heappop(heap)
-            for key in self._due.pop(at):
-                if expiry.get(key) == at and key not in seen:   # a key may be armed twice
-                    seen.add(key)
-                    lapsed.append((at, key))
-        lapsed.sort()
-        changes = [("delete", key) for _, key in lapsed]
-        if changes and commit is not None:
-            try:
-                commit(changes, {})
-            except Exception:
-                for at, key in lapsed:
-                    self._arm(key, at)
-                raise
-        for ch in changes:
-            self._forget(ch[1])
-        return changes
-
-    def expires_in(self, key: str, now: float) -> float | None:
-        at = self.expiry.get(key)
-        return None if at is None else max(0.0, at - now)
-
-    # -- restart --------------------------------------------------------------------
-    def restore(self, rows, nonces: dict, now: float) -> list:
-        """Load persisted registrations: each lives one grace period unless refreshed.
-        ``rows``: (key, value, raw), the value as published or its msgpack bytes as
-        stored (inserted without decoding: :meth:`ShardTable.load`).  Returns the
-        keys of rows that could not be read (skipped)."""
-        rows = rows if isinstance(rows, list) else list(rows)
-        bad = self.table.load([(key, value) for key, value, _raw in rows])
-        skip = set(bad)
-        at = now + self.grace
-        raws, expiry = self.raw, self.expiry
-        keys = []
-        for key, _value, raw in rows:
-            if skip and key in skip:
-                continue
-            raws[key] = raw
-            expiry[key] = at
-            keys.append(key)
-        if keys:
-            due = self._due.get(at)
-            if due is None:
-                self._due[at] = keys
-                heapq.heappush(self._heap, at)
-            else:
-                due.extend(keys)
-        self.nonces.update(nonces)
-        return bad
-
     def snapshot(self) -> list:
         return [(e.key, e.value) for e in self.table.entries()]
 
@@ -648,26 +401,3 @@ _KEPT = object()     # undo: the registration itself was not changed (only its e
 def site_covering(sites, eid: Eid) -> SitePolicy | None:
     """The site with the most specific configured prefix covering ``eid``."""
     return SiteTable(sites).site_of(eid)
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()[:16]
-
-
-def _refresh_key(data: bytes, coverage: str) -> bytes:
-    """What a refresh must repeat to take the fast path: word 0 (flags, record
-    count), key and algorithm IDs, and everything after the authentication data."""
-    auth_len = int.from_bytes(data[14:16], "big")
-    return coverage.encode() + data[0:4] + data[12:14] + data[16 + auth_len:]
-
-
-def reseal(template: bytes, nonce: int, secret: bytes, alg: int) -> bytes:
-    """A sealed Map-Notify with another nonce: the template's bytes, the nonce
-    replaced, the MAC recomputed over the whole message (as :func:`seal` does)."""
-    auth_len = int.from_bytes(template[14:16], "big")
-    buf = bytearray(template)
-    buf[4:12] = nonce.to_bytes(8, "big")
-    buf[16:16 + auth_len] = bytes(auth_len)
-    if auth_len:
-        buf[16:16 + auth_len] = mac(alg, secret, bytes(buf))[:auth_len]
-    return bytes(buf)

@@ -16,16 +16,10 @@ from __future__ import annotations
 import heapq
 from dataclasses import replace
 
-from common.machines.mapserver import (
-    NOTIFY_RETRIES,
-    REPLAY_MEMORY,
-    REPLAY_WINDOW,
-    MapServer,
-    RegisterResult,
-    _digest,
-    _refresh_key,
-    reseal,
-)
+from common.machines.mapserver import REPLAY_MEMORY, REPLAY_WINDOW, MapServer
+from common.machines.msbytes import _digest, _refresh_key, reseal
+from common.machines.msnotify import NOTIFY_RETRIES
+from common.machines.msresult import RegisterResult
 from common.machines.regtable import Entry, RegistrationTable, entry_from_value, entry_key
 from common.machines.sites import SitePolicy
 from common.wire.addr import Eid, Rle, RleEntry

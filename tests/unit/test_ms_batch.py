@@ -150,7 +150,7 @@ def test_fast_path_not_taken_after_the_entry_changed():
 
 
 def test_reseal_matches_seal():
-    from common.machines.mapserver import reseal
+    from common.machines.msbytes import reseal
     from tests.unit.msfixtures import record
     t = seal(MapNotify(1, (record("[0]10.1.0.0/16"),), 0, 2, b""), KEY)
     assert reseal(t, 77, KEY, 2) == seal(MapNotify(77, (record("[0]10.1.0.0/16"),), 0, 2, b""), KEY)

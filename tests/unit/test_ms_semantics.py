@@ -11,7 +11,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 
 from common.decent.push import members_of
-from common.machines.mapserver import NOTIFY_RETRIES, MapServer
+from common.machines.mapserver import MapServer
+from common.machines.msnotify import NOTIFY_RETRIES
 from common.machines.regtable import PrefixSet
 from common.machines.resolver import Drop, Resolver, Send
 from common.wire.addr import (NO_ADDRESS, AfiList, DistinguishedName, InstanceIdAddr, Mac, Rle, RleEntry,
