@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, ip_address
 
 import msgpack
 
-from common.machines.regtable import Entry, locator_from_value
+from common.machines.regtable import Entry, locator_set
 from common.wire.addr import Eid, RleEntry
 
 _BITS = {4: 32, 6: 128}
@@ -30,7 +30,10 @@ def _pack(site, rlocs, ttl, proxy, merge, xtr_hex, registrant, rle, key) -> byte
 def _fields(item: bytes) -> tuple:
     """The decoded item (raises ValueError/TypeError/KeyError if it is not one)."""
     site, rlocs, ttl, proxy, merge, xtr, reg, rle, key = msgpack.unpackb(item)
-    return (str(site), tuple(locator_from_value(x) for x in rlocs or ()), int(ttl), bool(proxy),
+    # the locators through the shared locator-set memory: a new registration's item is
+    # distinct (its xTR-ID, its registrant), its RLOC set seldom is (issue 10: a worker
+    # validates every published value here; the address text parsed once per set)
+    return (str(site), locator_set(rlocs or ()), int(ttl), bool(proxy),
             bool(merge), bytes.fromhex(xtr), str(reg),
             tuple(RleEntry(ip_address(a), int(level)) for a, level in (rle or ())), xtr, key)
 

@@ -107,7 +107,7 @@ def entry_value(eid: Eid, site: str, locators, *, ttl: int, proxy: bool, merge: 
 _LOCSETS: dict = {}      # locator-set value -> its Locator tuple (immutable, shared)
 
 
-def _locator_set(rlocs) -> tuple:
+def locator_set(rlocs) -> tuple:
     """The Locators of a value's ``rlocs``; the registrations of one registrant share
     one tuple (issue 11: the shard's memory), at most 4096 distinct sets remembered."""
     try:
@@ -128,7 +128,7 @@ def entry_from_value(key: str, v: dict) -> Entry:
     it is not one)."""
     rle = tuple(RleEntry(ip_address(a), int(level)) for a, level in (v.get("rle") or ()))
     return Entry(key, parse_eid(v["eid"]), str(v.get("site", "")),
-                 _locator_set(v.get("rlocs", ())), int(v.get("ttl", 0)),
+                 locator_set(v.get("rlocs", ())), int(v.get("ttl", 0)),
                  bool(v.get("proxy")), bool(v.get("merge")), bytes.fromhex(v.get("xtr", "")),
                  str(v.get("registrant", "")), rle)
 
