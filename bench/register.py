@@ -265,6 +265,24 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
                 f"cpu {r['cpu_pct']}")
             if r["sent"] >= (len(new) if kind == "new" else count_templates(tfile)):
                 log("    (every template was sent before the time was up: the figure is the template count's)")
+        # new registrations offered open loop at the issue's latency points (1k and 10k/s,
+        # when the node carries them): each template is a prefix not registered before
+        res["new_sweep"] = []
+        sat_new = res["saturation"]["new"]["per_s"]
+        for k, rate in enumerate(sorted({1000.0} | ({10000.0} if sat_new > 10000 else set()))):
+            n = int(rate * (args.seconds + 0.5)) + 10
+            b = base + (30 + k) * 10 ** 9
+            tfile = write_templates(BUILD / "reg-new-sweep.bin", registers(n, b, start=(2 + k) * args.count))
+            r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=b,
+                         sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
+            lat = r["latency_ns"]
+            pt = {"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
+                  "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
+                  "p99.9_ms": ms(lat.get("p99.9")), "cpu_pct": r["cpu_pct"], "raw": r}
+            res["new_sweep"].append(pt)
+            log(f"    {label}, new offered {rate:>7,.0f}/s: achieved {r['reply_rate']:>7,.0f}/s "
+                f"loss {100 * r['loss']:.2f}%  Map-Notify p50 {pt['p50_ms']}  p99 {pt['p99_ms']}  "
+                f"p99.9 {pt['p99.9_ms']} ms")
         sat = res["saturation"]["refresh"]["per_s"]
         # 1k and 10k/s are the issue's latency points (issue 10), when the node carries them
         rates = sorted({100.0, 1000.0} | ({10000.0} if sat > 10000 else set())
