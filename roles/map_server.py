@@ -39,6 +39,11 @@ QUERY_TOPIC = "ms.query"
 CHECKPOINT_EVERY = 1.0   # seconds between WAL checkpoints
 GROUP_MAX = 1024         # Map-Registers committed as one group at most
 GC_YOUNG = 100_000      # allocations between young-generation collections (default 700)
+# generation-0 collections between generation-1 ones: a generation-1 collection walks
+# every object promoted since the last one, so at 50 the first came after ~500,000
+# registrations made live and stalled the shard 1.2 s; at 5 the longest was 0.19 s for
+# the same total GC time (bench/gc_pause.py, bench/README.md 2g)
+GC_MIDDLE = 5
 
 
 async def main(ctx: RoleContext) -> None:
@@ -106,7 +111,7 @@ async def main(ctx: RoleContext) -> None:
         # Every registration leaves long-lived objects behind and nothing here makes much
         # cyclic garbage: collecting the young generation every 700 allocations (the
         # default) cost 15-20 % of a new registration's CPU (issue 10, bench/README.md 2c)
-        gc.set_threshold(GC_YOUNG, 50, 100)
+        gc.set_threshold(GC_YOUNG, GC_MIDDLE, 100)
         if load.bad:
             stream_resume.unresumable(writer, store)   # the table is not the position's state
             ctx.counters.drop("store-unreadable-row", f"{len(load.bad)} rows skipped, e.g. {load.bad[0]}")
