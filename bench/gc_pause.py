@@ -25,15 +25,13 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 
 def one(n: int, middle: int) -> dict:
-    from common.machines.mapserver import MapServer, SiteKey, SitePolicy
+    from common.machines.mapserver import MapServer
     from common.machines.regedge import RegisterGate
     from common.machines.sites import SiteTable
-    from common.wire.eidtext import parse_eidspec
-    from register import CLIENT, NAMES, registers, secret, site_prefix
+    from register import CLIENT, registers, site_policies
     from roles.map_server import GC_YOUNG
 
-    sites = [SitePolicy(name, (SiteKey(0, 2, secret(name).encode()),), ((parse_eidspec(site_prefix(k)), True),))
-             for k, name in enumerate(NAMES)]
+    sites = site_policies()
     ms = MapServer(sites, lifetime=3600)
     gate = RegisterGate(SiteTable(sites), rate=1e9, burst=1e9)
     gc.disable()

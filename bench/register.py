@@ -71,6 +71,21 @@ def secret(name: str) -> str:
     return f"k-{name}"
 
 
+def site_policies() -> list:
+    """The node's 8 sites as Map-Server site policies (for the in-process baselines)."""
+    from common.machines.mapserver import SiteKey, SitePolicy
+    from common.wire.eidtext import parse_eidspec
+    return [SitePolicy(name, (SiteKey(0, 2, secret(name).encode()),), ((parse_eidspec(site_prefix(k)), True),))
+            for k, name in enumerate(NAMES)]
+
+
+def watch_of(node) -> dict:
+    """The node's map_server, map_resolver and bus PIDs, by short name (ms:0, mr:1, bus:0)."""
+    return {k.replace("map_server", "ms").replace("map_resolver", "mr"): v["pid"]
+            for k, v in node.status().items()
+            if v.get("pid") and k.startswith(("map_server", "map_resolver", "bus"))}
+
+
 def node_body(shards: int) -> str:
     out = f"[roles]\nmap_resolver = {{ workers = 2 }}\nmap_server = {{ shards = {shards} }}\n"
     out += RATE_UNLIMITED + ("\n[map_server]\nsync = \"normal\"\n"
@@ -137,11 +152,9 @@ def raw_primitives(msgs, seconds: float = 1.5) -> dict:
 
 def map_server_in_process(n: int) -> dict:
     """The shard's work per Map-Register without sockets or bus: handle, commit, seal."""
-    from common.wire.eidtext import parse_eidspec
-    from common.machines.mapserver import MapServer, SiteKey, SitePolicy
+    from common.machines.mapserver import MapServer
     from roles.ms_store import RegistrationStore
-    sites = [SitePolicy(name, (SiteKey(0, 2, secret(name).encode()),),
-                        ((parse_eidspec(site_prefix(k)), True),)) for k, name in enumerate(NAMES)]
+    sites = site_policies()
     out = {}
     d = tempfile.mkdtemp(prefix="dbm", dir="/tmp")
     try:
@@ -220,6 +233,24 @@ def _batched(cls, sites, d: str, n: int, runs, out: dict, tag: str = "") -> None
 
 # ------------------------------------------------------------------- the node
 
+def paced(rloc: str, what: str, rate: float, args, watch: dict, base: int, make) -> dict:
+    """One open-loop run at ``rate`` of the Map-Registers ``make(n)`` returns (nonces
+    from ``base``): the sweep point, logged."""
+    tfile = write_templates(BUILD / "reg-sweep.bin", make(int(rate * (args.seconds + 0.5)) + 10))
+    r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=base,
+                 sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
+    if r["cpu_pct"].get("not_ours", 0) > 15:
+        r["quiet"] = False
+    lat = r["latency_ns"]
+    pt = {"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
+          "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
+          "p99.9_ms": ms(lat.get("p99.9")), "cpu_pct": r["cpu_pct"], "raw": r}
+    log(f"    {what} offered {rate:>7,.0f}/s: achieved {r['reply_rate']:>7,.0f}/s "
+        f"loss {100 * r['loss']:.2f}%  Map-Notify p50 {pt['p50_ms']}  p99 {pt['p99_ms']}  "
+        f"p99.9 {pt['p99.9_ms']} ms")
+    return pt
+
+
 def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
     label = f"{shards} shard{'s' if shards > 1 else ''}"
     res: dict = {"saturation": {}, "sweep": []}
@@ -229,11 +260,7 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
     with Node(f"benchreg{shards}", rloc, node_body(shards)) as node:
         node.up()
         node.wait_in_sync(2, timeout=30)
-        watch = {}
-        for k, v in node.status().items():
-            if v.get("pid") and (k.startswith("map_server") or k.startswith("map_resolver")
-                                 or k.startswith("bus")):
-                watch[k.replace("map_server", "ms").replace("map_resolver", "mr")] = v["pid"]
+        watch = watch_of(node)
         base = time.time_ns()
         new = registers(args.count, base)
         tnew = write_templates(BUILD / "reg-new.bin", new)
@@ -270,39 +297,17 @@ def run_node(shards: int, rloc: str, args, doc: dict) -> dict:
         res["new_sweep"] = []
         sat_new = res["saturation"]["new"]["per_s"]
         for k, rate in enumerate(sorted({1000.0} | ({10000.0} if sat_new > 10000 else set()))):
-            n = int(rate * (args.seconds + 0.5)) + 10
             b = base + (30 + k) * 10 ** 9
-            tfile = write_templates(BUILD / "reg-new-sweep.bin", registers(n, b, start=(2 + k) * args.count))
-            r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=b,
-                         sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
-            lat = r["latency_ns"]
-            pt = {"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
-                  "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
-                  "p99.9_ms": ms(lat.get("p99.9")), "cpu_pct": r["cpu_pct"], "raw": r}
-            res["new_sweep"].append(pt)
-            log(f"    {label}, new offered {rate:>7,.0f}/s: achieved {r['reply_rate']:>7,.0f}/s "
-                f"loss {100 * r['loss']:.2f}%  Map-Notify p50 {pt['p50_ms']}  p99 {pt['p99_ms']}  "
-                f"p99.9 {pt['p99.9_ms']} ms")
+            res["new_sweep"].append(paced(rloc, f"{label}, new", rate, args, watch, b,
+                                          lambda n, b=b, k=k: registers(n, b, start=(2 + k) * args.count)))
         sat = res["saturation"]["refresh"]["per_s"]
         # 1k and 10k/s are the issue's latency points (issue 10), when the node carries them
         rates = sorted({100.0, 1000.0} | ({10000.0} if sat > 10000 else set())
                        | {round(sat * f, -1) for f in (0.5, 0.8, 1.0) if sat * f > 1000})
         for k, rate in enumerate(rates):
-            n = int(rate * (args.seconds + 0.5)) + 10
             b = base + (2 + k) * 10 ** 9
-            tfile = write_templates(BUILD / "reg-sweep.bin", registers(n, b, cycle=max(1, sent_new)))
-            r = lispload(rloc, tfile, src=CLIENT, rate=rate, seconds=args.seconds, raw=True, base=b,
-                         sockets=8, warmup=0.3, drain=1.0, timeout_ms=1000, watch=watch)
-            if r["cpu_pct"].get("not_ours", 0) > 15:
-                r["quiet"] = False
-            lat = r["latency_ns"]
-            pt = {"offered": rate, "achieved": r["reply_rate"], "loss": r["loss"],
-                  "p50_ms": ms(lat.get("p50")), "p99_ms": ms(lat.get("p99")),
-                  "p99.9_ms": ms(lat.get("p99.9")), "cpu_pct": r["cpu_pct"], "raw": r}
-            res["sweep"].append(pt)
-            log(f"    {label}, refresh offered {rate:>7,.0f}/s: achieved {r['reply_rate']:>7,.0f}/s "
-                f"loss {100 * r['loss']:.2f}%  Map-Notify p50 {pt['p50_ms']}  p99 {pt['p99_ms']}  "
-                f"p99.9 {pt['p99.9_ms']} ms")
+            res["sweep"].append(paced(rloc, f"{label}, refresh", rate, args, watch, b,
+                                      lambda n, b=b: registers(n, b, cycle=max(1, sent_new))))
         if shards == 1 and not args.no_py_spy:
             # where the shard's time goes: new registrations (not yet registered ones)
             b = base + 50 * 10 ** 9
@@ -347,9 +352,7 @@ def rounds(args) -> int:
             with Node(f"benchrounds{shards}", rloc, node_body(shards)) as node:
                 node.up()
                 node.wait_in_sync(2, timeout=30)
-                watch = {k2.replace("map_server", "ms").replace("map_resolver", "mr"): v["pid"]
-                         for k2, v in node.status().items()
-                         if v.get("pid") and k2.startswith(("map_server", "map_resolver", "bus"))}
+                watch = watch_of(node)
                 base = time.time_ns()
                 tfile = write_templates(BUILD / "reg-new.bin", registers(args.count, base))
                 if kind == "refresh":
