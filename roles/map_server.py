@@ -41,7 +41,7 @@ GROUP_MAX = 1024         # Map-Registers committed as one group at most
 GC_YOUNG = 100_000      # allocations between young-generation collections (default 700)
 # generation-0 collections between generation-1 ones: a generation-1 collection walks
 # every object promoted since the last one, so at 50 the first came after ~500,000
-# registrations made live and stalled the shard 1.2 s; at 5 the longest was 0.19 s for
+# registrations made live and stalled the shard 1.3 s; at 5 the longest was 0.18 s for
 # the same total GC time (bench/gc_pause.py, bench/README.md 2g)
 GC_MIDDLE = 5
 
